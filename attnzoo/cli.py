@@ -1,0 +1,53 @@
+"""The `attnzoo` command line: a thin layer over the Python API.
+
+Lightning's subcommands (fit, validate, test, predict) go to LightningCLI. The zoo's own subcommands
+(list, info, and those added by other parts: push, export, convert, bench) are plain Python functions
+exposed through `jsonargparse.auto_cli`, so `--config` and `--help` behave the same everywhere.
+
+A user mistake (:class:`attnzoo.errors.AttnzooError`) ends in one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from attnzoo.errors import AttnzooError
+
+# name -> "module:function". Imported lazily so `attnzoo list` does not import Lightning.
+EXTRA_COMMANDS: dict[str, str] = {
+    "list": "attnzoo.commands:list_command",
+    "info": "attnzoo.commands:info_command",
+}
+
+
+def _load(target: str):
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def _run_extra(command: str, argv: list[str]) -> None:
+    from jsonargparse import auto_cli
+
+    func = _load(EXTRA_COMMANDS[command])
+    auto_cli(func, args=argv, as_positional=True, parser_mode="yaml")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in EXTRA_COMMANDS:
+            # jsonargparse names the program after sys.argv[0]; make usage lines read "attnzoo list ...".
+            sys.argv[0] = f"attnzoo {argv[0]}"
+            _run_extra(argv[0], argv[1:])
+        else:
+            from attnzoo.training.cli import run_lightning_cli
+
+            run_lightning_cli(argv)
+    except AttnzooError as err:
+        print(f"attnzoo: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
