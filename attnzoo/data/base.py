@@ -1,0 +1,115 @@
+"""What every attnzoo data module shares.
+
+A data module knows its classes (``num_classes``, ``class_names``) and its ``preprocessing`` (input size,
+interpolation, crop fraction, mean, std) as soon as it is constructed, so the command line can hand them to the
+model (``link_arguments``) and the checkpoint carries them: configs never repeat them.
+
+Datasets yield uint8 images; the model normalises them on its device with ``preprocessing``'s mean and std
+(a quarter of the bytes through pinned memory, and normalisation costs nothing on an accelerator).
+Predict batches are ``(images, ids)`` where an id says which image it was (a path, or a sample index).
+"""
+
+from __future__ import annotations
+
+import os
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, Dataset
+
+from attnzoo.data.image_folder import ImageFiles, ImageFolder
+from attnzoo.data.transforms import eval_transform
+from attnzoo.errors import AttnzooError
+
+
+class ClassificationDataModule(L.LightningDataModule):
+    """Base class: batch size and loader options; subclasses build ``train_set``, ``val_set``, ``test_set``
+    and ``predict_set`` in :meth:`setup`.
+
+    Args:
+        batch_size: images per batch and per device (the global batch is ``batch_size x devices x nodes``).
+        num_workers: loader processes per device; 0 loads in the main process.
+        pin_memory: page-locked host memory for faster copies to an accelerator.
+        persistent_workers: keep the workers alive between epochs (needs ``num_workers > 0``).
+        predict_path: image files or folders to predict on; when not set, the module's own default
+            (a few validation images).
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        predict_path: str | list[str] | None = None,
+    ):
+        super().__init__()
+        if batch_size < 1:
+            raise AttnzooError(f"batch_size must be at least 1, got {batch_size}.")
+        if num_workers < 0:
+            raise AttnzooError(f"num_workers must be 0 or more, got {num_workers}.")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.predict_path = [predict_path] if isinstance(predict_path, (str, os.PathLike)) else predict_path
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+        self.predict_set: Dataset | None = None
+
+    # What the model needs to know; subclasses set these in __init__.
+    @property
+    def class_names(self) -> list[str]:
+        return list(self._class_names)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self._class_names)
+
+    @property
+    def preprocessing(self) -> dict:
+        return dict(self._preprocessing)
+
+    def predict_files(self) -> Dataset | None:
+        """The user's ``predict_path`` images with the evaluation transform, or None when not given."""
+        if not self.predict_path:
+            return None
+        return ImageFiles(self.predict_path, eval_transform(self._preprocessing))
+
+    def _loader(self, dataset: Dataset | None, name: str, train: bool = False) -> DataLoader:
+        if dataset is None:
+            raise AttnzooError(f"{type(self).__name__} has no {name} data.")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            # Every training batch has the same shape: no recompiles with torch.compile, no tiny last batch
+            # for BatchNorm.
+            drop_last=train and len(dataset) >= self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, "training", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, "validation")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, "test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_set, "predict")
+
+    def teardown(self, stage: str) -> None:
+        """Report the images that could not be read during this stage (one line, with a count)."""
+        for name in ("train_set", "val_set", "test_set"):
+            dataset = getattr(self, name)
+            if isinstance(dataset, ImageFolder) and (skipped := dataset.skipped()):
+                shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+                rank_zero_warn(f"{len(skipped)} unreadable image(s) skipped in {dataset.root}: {shown}")
+

@@ -1,0 +1,174 @@
+"""ImageNet-style image transforms on Pillow images, without torchvision.
+
+Training: RandomResizedCrop (scale 0.08-1, aspect ratio 3/4-4/3) and a horizontal flip. Evaluation: resize the
+shorter side to ``input_size / crop_pct`` (256 for 224 crops) and take the center crop. Both are driven by a
+model's ``preprocessing`` dict (input_size, interpolation, crop_pct, mean, std).
+
+Both transforms decide their crop box from the image's header size *before* decoding and then ask a JPEG for a
+reduced-size decode (``Image.draft``: libjpeg scales by 1/2, 1/4 or 1/8 while decoding), never smaller than what
+the final resize needs. On ImageNet-sized photos this skips most of the decoding work; for other formats
+``draft`` does nothing.
+
+The transforms return uint8 CHW tensors: normalisation happens on the batch, on the device
+(:class:`Normalize`), which sends a quarter of the bytes from the workers to the accelerator.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from attnzoo.errors import AttnzooError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+
+
+def resample_mode(name: str) -> Image.Resampling:
+    try:
+        return INTERPOLATIONS[name]
+    except (KeyError, TypeError):
+        raise AttnzooError(f"unknown interpolation {name!r}. Accepted: {', '.join(INTERPOLATIONS)}.") from None
+
+
+def _crop_size(input_size: int | Sequence[int]) -> int:
+    """224 from 224, [224, 224] or [3, 224, 224] (square crops only)."""
+    if isinstance(input_size, int):
+        return input_size
+    size = list(input_size)[-2:]
+    if len(size) != 2 or size[0] != size[1]:
+        raise AttnzooError(f"input_size must be square, e.g. [3, 224, 224]; got {list(input_size)!r}.")
+    return int(size[0])
+
+
+def _decode(img: Image.Image, box: tuple[float, float, float, float], out_size: int) -> tuple[Image.Image, tuple]:
+    """Decode ``img`` (lazily opened) at the smallest JPEG scale that keeps ``box`` at least ``out_size`` wide and
+    high; returns the RGB image and the box in its coordinates."""
+    width, height = img.size
+    left, top, right, bottom = box
+    scale = min((right - left) / out_size, (bottom - top) / out_size)
+    if scale >= 2 and img.format == "JPEG":
+        img.draft("RGB", (math.ceil(width / scale), math.ceil(height / scale)))
+    rgb = img.convert("RGB")
+    fx, fy = rgb.size[0] / width, rgb.size[1] / height
+    return rgb, (left * fx, top * fy, right * fx, bottom * fy)
+
+
+class RandomResizedCrop:
+    """Crop a random region of 8-100% of the area with aspect ratio 3/4-4/3, resize it to ``size`` x ``size``,
+    and flip it horizontally with probability ``flip_prob``. The sampling follows the Inception recipe
+    (ten tries, then a center crop of the closest admissible ratio)."""
+
+    def __init__(
+        self,
+        size: int,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        interpolation: str = "bilinear",
+        flip_prob: float = 0.5,
+    ):
+        self.size = _crop_size(size)
+        self.scale = scale
+        self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+        self.ratio = ratio
+        self.resample = resample_mode(interpolation)
+        self.flip_prob = flip_prob
+
+    def sample_box(self, width: int, height: int, rng: random.Random = random) -> tuple[int, int, int, int]:
+        area = width * height
+        for _ in range(10):
+            target_area = area * rng.uniform(*self.scale)
+            aspect = math.exp(rng.uniform(*self.log_ratio))
+            w = round(math.sqrt(target_area * aspect))
+            h = round(math.sqrt(target_area / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                left = rng.randint(0, width - w)
+                top = rng.randint(0, height - h)
+                return left, top, left + w, top + h
+        in_ratio = width / height
+        if in_ratio < self.ratio[0]:
+            w, h = width, round(width / self.ratio[0])
+        elif in_ratio > self.ratio[1]:
+            w, h = round(height * self.ratio[1]), height
+        else:
+            w, h = width, height
+        left, top = (width - w) // 2, (height - h) // 2
+        return left, top, left + w, top + h
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        box = self.sample_box(*img.size)
+        rgb, box = _decode(img, box, self.size)
+        out = rgb.resize((self.size, self.size), self.resample, box=box)
+        if random.random() < self.flip_prob:
+            out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return to_uint8_tensor(out)
+
+
+class ResizeCenterCrop:
+    """Resize the shorter side to ``round(size / crop_pct)`` and take the central ``size`` x ``size`` crop
+    (256 -> 224 for crop_pct 0.875), in a single resampling step."""
+
+    def __init__(self, size: int, crop_pct: float = 0.875, interpolation: str = "bilinear"):
+        if not 0 < crop_pct <= 1:
+            raise AttnzooError(f"crop_pct must be in (0, 1], got {crop_pct!r}.")
+        self.size = _crop_size(size)
+        self.resize_to = int(math.floor(self.size / crop_pct))
+        self.resample = resample_mode(interpolation)
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        width, height = img.size
+        # Region of the original that ends up in the crop after resizing the shorter side to resize_to.
+        factor = min(width, height) / self.resize_to
+        crop = self.size * factor
+        left, top = (width - crop) / 2, (height - crop) / 2
+        rgb, box = _decode(img, (left, top, left + crop, top + crop), self.size)
+        return to_uint8_tensor(rgb.resize((self.size, self.size), self.resample, box=box))
+
+
+def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
+    """HWC RGB Pillow image -> uint8 CHW tensor."""
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+
+
+class Normalize:
+    """uint8 (or float in [0, 1]) NCHW / CHW batch -> float, minus mean, divided by std. Runs on whichever
+    device the batch is on."""
+
+    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
+        if len(mean) != len(std):
+            raise AttnzooError(f"mean and std must have the same length, got {list(mean)} and {list(std)}.")
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255)
+        mean = self.mean.to(x.device, x.dtype)
+        std = self.std.to(x.device, x.dtype)
+        return (x - mean) / std
+
+
+def train_transform(preprocessing: dict) -> RandomResizedCrop:
+    return RandomResizedCrop(preprocessing["input_size"], interpolation=preprocessing.get("interpolation", "bilinear"))
+
+
+def eval_transform(preprocessing: dict) -> ResizeCenterCrop:
+    return ResizeCenterCrop(
+        preprocessing["input_size"],
+        crop_pct=preprocessing.get("crop_pct", 0.875),
+        interpolation=preprocessing.get("interpolation", "bilinear"),
+    )
