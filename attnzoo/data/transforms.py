@@ -4,13 +4,14 @@ Training: RandomResizedCrop (scale 0.08-1, aspect ratio 3/4-4/3) and a horizonta
 shorter side to ``input_size / crop_pct`` (256 for 224 crops) and take the center crop. Both are driven by a
 model's ``preprocessing`` dict (input_size, interpolation, crop_pct, mean, std).
 
-Both transforms decide their crop box from the image's header size *before* decoding and then ask a JPEG for a
-reduced-size decode (``Image.draft``: libjpeg scales by 1/2, 1/4 or 1/8 while decoding), never smaller than what
-the final resize needs. On ImageNet-sized photos this skips most of the decoding work; for other formats
-``draft`` does nothing.
+Both transforms decide their crop box from the image's header size *before* decoding, and can then ask a JPEG
+for a reduced-size decode (``Image.draft``: libjpeg scales by 1/2, 1/4 or 1/8 while decoding), never smaller than
+what the final resize needs. On large photos this skips most of the decoding work. It is on by default for
+training and off for evaluation (full decoding keeps evaluation numbers comparable with other code bases).
 
-The transforms return uint8 CHW tensors: normalisation happens on the batch, on the device
-(:class:`Normalize`), which sends a quarter of the bytes from the workers to the accelerator.
+The transforms return uint8 CHW tensors; normalisation happens on the batch, on the device
+(:meth:`attnzoo.training.ImageClassifier.prepare_input`, or :class:`Normalize` here), which sends a quarter of
+the bytes from the loader workers to the accelerator.
 """
 
 from __future__ import annotations
@@ -55,13 +56,13 @@ def _crop_size(input_size: int | Sequence[int]) -> int:
     return int(size[0])
 
 
-def _decode(img: Image.Image, box: tuple[float, float, float, float], out_size: int) -> tuple[Image.Image, tuple]:
+def _decode(img: Image.Image, box: tuple, out_size: int, draft: bool = True) -> tuple[Image.Image, tuple]:
     """Decode ``img`` (lazily opened) at the smallest JPEG scale that keeps ``box`` at least ``out_size`` wide and
     high; returns the RGB image and the box in its coordinates."""
     width, height = img.size
     left, top, right, bottom = box
     scale = min((right - left) / out_size, (bottom - top) / out_size)
-    if scale >= 2 and img.format == "JPEG":
+    if draft and scale >= 2 and img.format == "JPEG":
         img.draft("RGB", (math.ceil(width / scale), math.ceil(height / scale)))
     rgb = img.convert("RGB")
     fx, fy = rgb.size[0] / width, rgb.size[1] / height
@@ -80,8 +81,10 @@ class RandomResizedCrop:
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         interpolation: str = "bilinear",
         flip_prob: float = 0.5,
+        draft: bool = True,
     ):
         self.size = _crop_size(size)
+        self.draft = draft
         self.scale = scale
         self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
         self.ratio = ratio
@@ -111,7 +114,7 @@ class RandomResizedCrop:
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         box = self.sample_box(*img.size)
-        rgb, box = _decode(img, box, self.size)
+        rgb, box = _decode(img, box, self.size, self.draft)
         out = rgb.resize((self.size, self.size), self.resample, box=box)
         if random.random() < self.flip_prob:
             out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -122,7 +125,8 @@ class ResizeCenterCrop:
     """Resize the shorter side to ``round(size / crop_pct)`` and take the central ``size`` x ``size`` crop
     (256 -> 224 for crop_pct 0.875), in a single resampling step."""
 
-    def __init__(self, size: int, crop_pct: float = 0.875, interpolation: str = "bilinear"):
+    def __init__(self, size: int, crop_pct: float = 0.875, interpolation: str = "bilinear", draft: bool = True):
+        self.draft = draft
         if not 0 < crop_pct <= 1:
             raise AttnzooError(f"crop_pct must be in (0, 1], got {crop_pct!r}.")
         self.size = _crop_size(size)
@@ -131,11 +135,17 @@ class ResizeCenterCrop:
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         width, height = img.size
-        # Region of the original that ends up in the crop after resizing the shorter side to resize_to.
-        factor = min(width, height) / self.resize_to
-        crop = self.size * factor
-        left, top = (width - crop) / 2, (height - crop) / 2
-        rgb, box = _decode(img, (left, top, left + crop, top + crop), self.size)
+        # The integer sizes and offsets of "resize the shorter side, then center-crop" (torchvision's rounding),
+        # mapped back to the original: resampling that box directly gives the same pixels in one step.
+        if width <= height:
+            new_w, new_h = self.resize_to, int(self.resize_to * height / width)
+        else:
+            new_w, new_h = int(self.resize_to * width / height), self.resize_to
+        left = int(round((new_w - self.size) / 2.0))
+        top = int(round((new_h - self.size) / 2.0))
+        fx, fy = width / new_w, height / new_h
+        box = (left * fx, top * fy, (left + self.size) * fx, (top + self.size) * fy)
+        rgb, box = _decode(img, box, self.size, self.draft)
         return to_uint8_tensor(rgb.resize((self.size, self.size), self.resample, box=box))
 
 
@@ -162,13 +172,17 @@ class Normalize:
         return (x - mean) / std
 
 
-def train_transform(preprocessing: dict) -> RandomResizedCrop:
-    return RandomResizedCrop(preprocessing["input_size"], interpolation=preprocessing.get("interpolation", "bilinear"))
+def train_transform(preprocessing: dict, draft: bool = True) -> RandomResizedCrop:
+    return RandomResizedCrop(
+        preprocessing["input_size"], interpolation=preprocessing.get("interpolation", "bilinear"), draft=draft
+    )
 
 
-def eval_transform(preprocessing: dict) -> ResizeCenterCrop:
+def eval_transform(preprocessing: dict, draft: bool = False) -> ResizeCenterCrop:
+    """Full-resolution decoding by default: evaluation numbers stay comparable with other code bases."""
     return ResizeCenterCrop(
         preprocessing["input_size"],
         crop_pct=preprocessing.get("crop_pct", 0.875),
         interpolation=preprocessing.get("interpolation", "bilinear"),
+        draft=draft,
     )
