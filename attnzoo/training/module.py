@@ -1,0 +1,327 @@
+"""``ImageClassifier``: the LightningModule that trains, evaluates and predicts with any zoo model.
+
+The optimizer and learning-rate schedule are callables declared on the module, so a YAML config chooses them,
+and they survive DDP and reloading from a checkpoint (the command line saves their config in the checkpoint).
+Images may arrive as uint8 (the data modules send them that way): they are normalised here, on the device,
+with the preprocessing's mean and std.
+
+A checkpoint carries, beside the weights, ``checkpoint["attnzoo"]`` = {attnzoo_config, preprocessing,
+class_names, ema}: enough to rebuild the network from the ``.ckpt`` alone
+(:func:`attnzoo.training.checkpoint.load_checkpoint_model`). With EMA on, the averaged weights are stored as
+``ema.module.*`` next to the trained ``model.*``.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from attnzoo.attention import AttentionModule
+from attnzoo.errors import AttnzooError
+from attnzoo.training.mixing import MixupCutmix
+from attnzoo.training.param_groups import NO_WEIGHT_DECAY_CHOICES, NoWeightDecay, parameter_groups
+from attnzoo.training.schedules import EpochSchedule
+
+CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
+
+
+def paper_sgd(params) -> torch.optim.Optimizer:
+    """The ResNet recipe of the SE, ECA, GCT and CBAM papers: SGD, lr 0.1, momentum 0.9, weight decay 1e-4."""
+    return torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4)
+
+
+def _picklable(value) -> bool:
+    try:
+        pickle.dumps(value)
+        return True
+    except Exception:
+        return False
+
+
+class ImageClassifier(L.LightningModule):
+    """Image classification with a zoo model (or any ``nn.Module`` that maps images to logits).
+
+    Args:
+        model: a registry name (``"gct_r50"``, see ``attnzoo list``) or a module.
+        num_classes: classifier outputs (given by the data module on the command line).
+        model_args: overrides for :func:`attnzoo.create_model` (``drop_rate``, ``attention_kwargs``,
+            ``backbone_weights`` ...).
+        class_names: names of the classes, index order (given by the data module).
+        preprocessing: input size, interpolation, crop fraction, mean and std the data was prepared with (given
+            by the data module); stored on the model and in checkpoints.
+        optimizer: builds the optimizer from parameter groups; default SGD lr 0.1, momentum 0.9, wd 1e-4.
+        lr_scheduler: builds the schedule from the optimizer (StepLR, ExponentialLR, WarmupCosineLR ...);
+            attnzoo's epoch schedules (WarmupStepLR, WarmupCosineLR) are stepped every optimizer step, others
+            (torch's StepLR, ExponentialLR ...) every epoch.
+        no_weight_decay: "gct_beta" (paper default), "norm_bias_gate" or "none"; see
+            :mod:`attnzoo.training.param_groups`.
+        label_smoothing: label smoothing of the cross-entropy loss.
+        mixup_alpha, cutmix_alpha: Beta-distribution parameters; 0 turns each off.
+        ema_decay: keep an exponential moving average of the weights with this decay (e.g. 0.9998), use it for
+            validation, testing and prediction, and store it in checkpoints. None: off.
+        compile: False, True / "default", "reduce-overhead" or "max-autotune": ``torch.compile`` the inner network
+            in place (checkpoint keys stay clean).
+        channels_last: NHWC memory format for the network and its inputs (faster convolutions on recent GPUs).
+        freeze_backbone_epochs: for the first N epochs, train only the attention modules (GCT's retrofit
+            recipe: insert attention into a pretrained network, train it, then fine-tune everything).
+        train_head_while_frozen: also train the classifier while the backbone is frozen (needed when the head
+            is new, e.g. fine-tuning to other classes).
+        top_k: how many classes ``predict`` returns per image.
+    """
+
+    def __init__(
+        self,
+        model: str | nn.Module = "eca_r50",
+        num_classes: int | None = None,
+        model_args: dict | None = None,
+        class_names: list[str] | None = None,
+        preprocessing: dict | None = None,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        no_weight_decay: NoWeightDecay = "gct_beta",
+        label_smoothing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        ema_decay: float | None = None,
+        compile: bool | CompileMode = False,
+        channels_last: bool = False,
+        freeze_backbone_epochs: int = 0,
+        train_head_while_frozen: bool = False,
+        top_k: int = 5,
+    ):
+        super().__init__()
+        ignore = ["model"] if isinstance(model, nn.Module) else []
+        ignore += [name for name, value in (("optimizer", optimizer), ("lr_scheduler", lr_scheduler)) if not _picklable(value)]
+        self.save_hyperparameters(ignore=ignore)
+        self._check_options(no_weight_decay, label_smoothing, ema_decay, freeze_backbone_epochs, top_k, compile)
+
+        self.model = self._build_model(model, num_classes, model_args or {})
+        self.num_classes = int(self.model.num_classes) if hasattr(self.model, "num_classes") else int(num_classes or 0)
+        if self.num_classes < 1:
+            raise AttnzooError("num_classes is required when the model does not tell its number of classes.")
+        if class_names is not None and len(class_names) != self.num_classes:
+            raise AttnzooError(f"{len(class_names)} class names given for a model with {self.num_classes} classes.")
+        self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(self.num_classes)]
+        merged = {**getattr(self.model, "preprocessing", {}), **(preprocessing or {})}
+        if merged:
+            self.model.preprocessing = merged
+        self.preprocessing = merged
+        mean = merged.get("mean", [0.485, 0.456, 0.406])
+        std = merged.get("std", [0.229, 0.224, 0.225])
+        self.register_buffer("input_mean", torch.tensor(mean).view(1, -1, 1, 1) * 255, persistent=False)
+        self.register_buffer("input_std", torch.tensor(std).view(1, -1, 1, 1) * 255, persistent=False)
+
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.mixing = MixupCutmix(self.num_classes, mixup_alpha, cutmix_alpha, label_smoothing=label_smoothing)
+        self.label_smoothing = label_smoothing
+        self.compile_mode = compile
+        self.channels_last = channels_last
+        self.freeze_backbone_epochs = freeze_backbone_epochs
+        self.train_head_while_frozen = train_head_while_frozen
+        self.no_weight_decay = no_weight_decay
+        self.top_k = min(top_k, self.num_classes)
+        self._compiled = False
+
+        # Created before any compile so the average is a plain copy; not trained by the optimizer.
+        self.ema = None
+        if ema_decay is not None:
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            self.ema.requires_grad_(False)
+
+        k5 = min(5, self.num_classes)
+        for stage in ("train", "val", "test"):
+            metrics = MetricCollection(
+                {
+                    "acc1": MulticlassAccuracy(self.num_classes, top_k=1, average="micro"),
+                    f"acc{k5}": MulticlassAccuracy(self.num_classes, top_k=k5, average="micro"),
+                },
+                prefix=f"{stage}/",
+            )
+            setattr(self, f"{stage}_metrics", metrics)
+            setattr(self, f"{stage}_loss", MeanMetric())
+
+    # ---- construction -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_options(no_weight_decay, label_smoothing, ema_decay, freeze_backbone_epochs, top_k, compile) -> None:
+        if no_weight_decay not in NO_WEIGHT_DECAY_CHOICES:
+            raise AttnzooError(
+                f"unknown no_weight_decay {no_weight_decay!r}. Accepted: {', '.join(NO_WEIGHT_DECAY_CHOICES)}."
+            )
+        if not 0 <= label_smoothing < 1:
+            raise AttnzooError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
+        if ema_decay is not None and not 0 < ema_decay < 1:
+            raise AttnzooError(f"ema_decay must be in (0, 1) or null, got {ema_decay}.")
+        if freeze_backbone_epochs < 0 or top_k < 1:
+            raise AttnzooError(f"freeze_backbone_epochs must be >= 0 and top_k >= 1, got {freeze_backbone_epochs}, {top_k}.")
+        if compile not in (True, False, "default", "reduce-overhead", "max-autotune"):
+            raise AttnzooError(
+                f"unknown compile mode {compile!r}. Accepted: false, true, default, reduce-overhead, max-autotune."
+            )
+
+    @staticmethod
+    def _build_model(model: str | nn.Module, num_classes: int | None, model_args: dict) -> nn.Module:
+        if isinstance(model, nn.Module):
+            if model_args:
+                raise AttnzooError("model_args apply to a model given by name, not to a module.")
+            current = getattr(model, "num_classes", None)
+            if num_classes is not None and current is not None and current != num_classes:
+                if not hasattr(model, "reset_classifier"):
+                    raise AttnzooError(f"the model has {current} classes, the data {num_classes}.")
+                model.reset_classifier(num_classes)
+                if hasattr(model, "attnzoo_config"):
+                    model.attnzoo_config = {**model.attnzoo_config, "num_classes": num_classes}
+            return model
+        from attnzoo.registry import create_model
+
+        return create_model(model, num_classes=1000 if num_classes is None else num_classes, **model_args)
+
+    def configure_model(self) -> None:
+        """Compile the inner network in place (keys stay ``model.*``) before DDP wraps the module."""
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+            if self.ema is not None:
+                self.ema.to(memory_format=torch.channels_last)
+        if self.compile_mode and not self._compiled:
+            mode = None if self.compile_mode in (True, "default") else self.compile_mode
+            self.model.compile(mode=mode)
+            self._compiled = True
+
+    # ---- optimisation ---------------------------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        groups = parameter_groups(self.model, self.no_weight_decay)
+        optimizer = (self.optimizer_factory or paper_sgd)(groups)
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        interval = "epoch"
+        if isinstance(scheduler, EpochSchedule):
+            max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
+            steps = self.trainer.estimated_stepping_batches
+            steps_per_epoch = steps // max_epochs if max_epochs and steps != float("inf") else 1
+            scheduler.bind(steps_per_epoch, max_epochs)
+            interval = "step"
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+    @property
+    def backbone_frozen(self) -> bool:
+        return self.training and self.current_epoch < self.freeze_backbone_epochs
+
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        """The parameters not trained while the backbone is frozen."""
+        trainable = {id(p) for m in self.model.modules() if isinstance(m, AttentionModule) for p in m.parameters()}
+        if self.train_head_while_frozen and hasattr(self.model, "get_classifier"):
+            trainable.update(id(p) for p in self.model.get_classifier().parameters())
+        return [p for p in self.model.parameters() if id(p) not in trainable]
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # Dropping the gradients (instead of requires_grad=False) keeps DDP's reducer and compiled graphs intact;
+        # the optimizer skips parameters without a gradient (no update, no weight decay, no momentum).
+        if self.backbone_frozen:
+            for param in self.frozen_parameters():
+                param.grad = None
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.freeze_backbone_epochs and self._trainer is not None and self.backbone_frozen:
+            # A frozen backbone keeps its BatchNorm statistics too; attention modules' own norms still train.
+            attention_norms = {id(m) for a in self.model.modules() if isinstance(a, AttentionModule) for m in a.modules()}
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and id(module) not in attention_norms:
+                    module.eval()
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        self.train()  # re-apply the frozen/unfrozen BatchNorm modes at the epoch boundary
+
+    # ---- steps ------------------------------------------------------------------------------------------------
+
+    def prepare_input(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> normalised floats; float images are taken as already normalised."""
+        if images.dtype == torch.uint8:
+            images = (images.float() - self.input_mean) / self.input_std
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(self.prepare_input(images))
+
+    def _eval_net(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        images = self.prepare_input(images)
+        if self.mixing.active:
+            images, targets = self.mixing(images, labels)
+            logits = self.model(images)
+            loss = F.cross_entropy(logits, targets)
+        else:
+            logits = self.model(images)
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        self.train_loss.update(loss.detach())
+        self.train_metrics.update(logits.detach(), labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    def _evaluate(self, batch, stage: str) -> None:
+        images, labels = batch
+        logits = self._eval_net()(self.prepare_input(images))
+        loss = F.cross_entropy(logits, labels)
+        getattr(self, f"{stage}_loss").update(loss, weight=len(labels))
+        getattr(self, f"{stage}_metrics").update(logits, labels)
+        self.log(f"{stage}/loss", getattr(self, f"{stage}_loss"), on_step=False, on_epoch=True, prog_bar=True)
+        self.log_dict(getattr(self, f"{stage}_metrics"), on_step=False, on_epoch=True, prog_bar=True)
+
+    def validation_step(self, batch, batch_idx) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch, batch_idx) -> list[dict]:
+        """Per image: its id, the top-k class indices, class names and probabilities."""
+        images, ids = batch if isinstance(batch, (list, tuple)) else (batch, None)
+        probs = self._eval_net()(self.prepare_input(images)).float().softmax(dim=-1)
+        top_probs, top_indices = probs.topk(self.top_k, dim=-1)
+        if ids is None:
+            ids = [f"{batch_idx}:{i}" for i in range(len(images))]
+        elif isinstance(ids, torch.Tensor):
+            ids = [str(i) for i in ids.tolist()]
+        return [
+            {
+                "input": str(ident),
+                "indices": indices,
+                "classes": [self.class_names[i] for i in indices],
+                "probabilities": [round(p, 6) for p in ps],
+            }
+            for ident, indices, ps in zip(ids, top_indices.tolist(), top_probs.tolist())
+        ]
+
+    # ---- checkpoints --------------------------------------------------------------------------------------
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["attnzoo"] = {
+            "attnzoo_config": getattr(self.model, "attnzoo_config", None),
+            "preprocessing": self.preprocessing,
+            "class_names": self.class_names,
+            "ema": self.ema is not None,
+        }

@@ -1,0 +1,203 @@
+"""The LightningModule and its parts: parameter groups, schedules, mixing, freezing, EMA, checkpoints, compile."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+
+import attnzoo
+from attnzoo.attention import GCT, AttentionModule
+from attnzoo.data import ShapesDataModule
+from attnzoo.errors import AttnzooError
+from attnzoo.training import (
+    ImageClassifier,
+    WarmupCosineLR,
+    WarmupStepLR,
+    load_checkpoint_model,
+    parameter_groups,
+)
+from attnzoo.training.mixing import MixupCutmix
+
+
+def tiny_trainer(tmp_path, **kwargs) -> L.Trainer:
+    options = dict(
+        default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    options.update(kwargs)
+    return L.Trainer(**options)
+
+
+def tiny_data(**kwargs) -> ShapesDataModule:
+    return ShapesDataModule(num_train=32, num_val=16, image_size=32, batch_size=8, **kwargs)
+
+
+# ---- parameter groups ----------------------------------------------------------------------------------------
+
+
+def test_paper_default_excludes_exactly_gct_beta():
+    model = attnzoo.create_model("gct_r18", num_classes=10)
+    decay, no_decay = parameter_groups(model, "gct_beta")
+    betas = [m.beta for m in model.modules() if isinstance(m, GCT)]
+    assert betas and {id(p) for p in no_decay["params"]} == {id(p) for p in betas}
+    assert no_decay["weight_decay"] == 0.0 and "weight_decay" not in decay
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+def test_norm_bias_gate_excludes_by_module_type():
+    model = attnzoo.create_model("gct_r18", num_classes=10)
+    decay, no_decay = parameter_groups(model, "norm_bias_gate")
+    excluded = {id(p) for p in no_decay["params"]}
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            is_norm = isinstance(module, (nn.BatchNorm2d, GCT))
+            assert (id(param) in excluded) == (is_norm or name == "bias"), (type(module).__name__, name)
+    assert all(p.ndim > 1 for p in decay["params"])  # only conv and linear weights decay
+
+
+def test_no_exclusion_and_plain_models():
+    model = attnzoo.create_model("eca_r18", num_classes=10)
+    assert len(parameter_groups(model, "none")) == 1
+    assert len(parameter_groups(model, "gct_beta")) == 1  # no GCT: nothing excluded
+    with pytest.raises(AttnzooError, match="no_weight_decay"):
+        parameter_groups(model, "bias")
+
+
+# ---- schedules and mixing ------------------------------------------------------------------------------------
+
+
+def _lrs(scheduler, steps):
+    out = []
+    for _ in range(steps):
+        out.append(scheduler.optimizer.param_groups[0]["lr"])
+        scheduler.optimizer.step()
+        scheduler.step()
+    return out
+
+
+def test_gct_schedule_one_warmup_epoch_then_step_decay():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    lrs = _lrs(WarmupStepLR(opt, step_size=30, warmup_epochs=1, warmup="constant", warmup_start_factor=0.1), 95)
+    assert lrs[0] == pytest.approx(0.01)
+    assert lrs[1] == lrs[29] == pytest.approx(0.1)
+    assert lrs[30] == pytest.approx(0.01) and lrs[60] == pytest.approx(0.001) and lrs[90] == pytest.approx(1e-4)
+
+
+def test_warmup_cosine_per_step_when_bound():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = WarmupCosineLR(opt, warmup_epochs=1, warmup_start_factor=0.0)
+    scheduler.bind(steps_per_epoch=10, max_epochs=3)
+    lrs = _lrs(scheduler, 31)
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(0.5) and lrs[10] == pytest.approx(1.0)
+    assert lrs[20] == pytest.approx(0.5) and lrs[30] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(AttnzooError, match="max_epochs"):
+        WarmupCosineLR(opt, warmup_epochs=5).bind(10, None)
+
+
+def test_cutmix_targets_follow_pasted_area():
+    images = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 3, 8, 8).clone()
+    labels = torch.tensor([0, 1, 2, 3])
+    mixed, targets = MixupCutmix(4, cutmix_alpha=1.0)(images, labels)
+    assert torch.allclose(targets.sum(1), torch.ones(4))
+    share_own = (mixed[0, 0] == 0).float().mean()  # image 0 is mixed with image 3
+    assert targets[0, 0] == pytest.approx(share_own.item()) and targets[0, 3] == pytest.approx(1 - share_own.item())
+    _, smoothed = MixupCutmix(4, mixup_alpha=0.2, label_smoothing=0.1)(images, labels)
+    assert smoothed.min() >= 0.1 / 4 - 1e-6
+
+
+# ---- the module ------------------------------------------------------------------------------------------------
+
+
+def test_module_from_name_and_from_module():
+    clf = ImageClassifier("eca_r18", num_classes=10, class_names=[f"c{i}" for i in range(10)])
+    assert clf.model.attnzoo_config["architecture"] == "eca_r18" and clf.num_classes == 10
+    assert clf.hparams.model == "eca_r18"
+    net = attnzoo.create_model("se_r18", num_classes=1000)
+    clf = ImageClassifier(net, num_classes=5)
+    assert clf.model.get_classifier().out_features == 5 and "model" not in clf.hparams
+    with pytest.raises(AttnzooError, match="unknown model"):
+        ImageClassifier("eca_r19", num_classes=10)
+    with pytest.raises(AttnzooError, match="class names"):
+        ImageClassifier("eca_r18", num_classes=10, class_names=["a"])
+
+
+def test_uint8_input_is_normalised_with_the_preprocessing():
+    clf = ImageClassifier("r18", num_classes=2, preprocessing={"mean": [0.5] * 3, "std": [0.25] * 3})
+    x = torch.full((1, 3, 4, 4), 191, dtype=torch.uint8)
+    assert torch.allclose(clf.prepare_input(x), torch.full((1, 3, 4, 4), (191 / 255 - 0.5) / 0.25))
+    assert clf.model.preprocessing["mean"] == [0.5] * 3 and clf.model.preprocessing["crop_pct"] == 0.875
+
+
+def test_predict_step_returns_topk_names_and_probabilities():
+    names = [f"class{i}" for i in range(10)]
+    clf = ImageClassifier("eca_r18", num_classes=10, class_names=names, top_k=3).eval()
+    rows = clf.predict_step((torch.zeros(2, 3, 32, 32, dtype=torch.uint8), ["a.jpg", "b.jpg"]), 0)
+    assert [r["input"] for r in rows] == ["a.jpg", "b.jpg"]
+    row = rows[0]
+    assert len(row["classes"]) == 3 and row["classes"][0] == names[row["indices"][0]]
+    assert row["probabilities"] == sorted(row["probabilities"], reverse=True) and 0 < sum(row["probabilities"]) <= 1.0001
+
+
+def test_frozen_backbone_trains_only_attention(tmp_path):
+    clf = ImageClassifier("gct_r18", num_classes=10, freeze_backbone_epochs=1)
+    before = {k: v.clone() for k, v in clf.model.state_dict().items()}
+    tiny_trainer(tmp_path).fit(clf, tiny_data())
+    attention = {
+        f"{name}.{p}" for name, m in clf.model.named_modules() if isinstance(m, AttentionModule)
+        for p, _ in m.named_parameters()
+    }
+    changed = {k for k, v in clf.model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and changed <= attention  # BN statistics and every backbone weight untouched
+    assert "layer1.0.conv1.gate.alpha" in changed
+
+
+def test_ema_weights_are_kept_saved_and_loaded(tmp_path):
+    clf = ImageClassifier("eca_r18", num_classes=10, ema_decay=0.5)
+    trainer = tiny_trainer(tmp_path)
+    trainer.fit(clf, tiny_data())
+    path = tmp_path / "ema.ckpt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=True)["state_dict"]
+    ema_keys = [k for k in state if k.startswith("ema.module.")]
+    assert ema_keys and not torch.equal(state["ema.module.fc.weight"], state["model.fc.weight"])
+    net = load_checkpoint_model(path)
+    assert torch.equal(net.fc.weight, state["ema.module.fc.weight"])
+    raw = load_checkpoint_model(path, use_ema=False)
+    assert torch.equal(raw.fc.weight, state["model.fc.weight"])
+    assert net.class_names == [str(i) for i in range(10)] and net.attnzoo_config["num_classes"] == 10
+
+
+def test_checkpoint_rebuilds_model_with_classes_and_preprocessing(tmp_path):
+    data = tiny_data()
+    clf = ImageClassifier("eca_r18", num_classes=data.num_classes, class_names=data.class_names,
+                          preprocessing=data.preprocessing, label_smoothing=0.1, mixup_alpha=0.2)
+    trainer = tiny_trainer(tmp_path)
+    trainer.fit(clf, data)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    net = load_checkpoint_model(tmp_path / "m.ckpt")
+    assert net.class_names == data.class_names and net.preprocessing["input_size"] == [3, 32, 32]
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), clf.model.state_dict().values()))
+    reloaded = ImageClassifier.load_from_checkpoint(tmp_path / "m.ckpt")
+    assert reloaded.class_names == data.class_names
+
+
+@pytest.mark.slow
+def test_compile_on_cpu_keeps_checkpoint_keys_clean(tmp_path):
+    clf = ImageClassifier("eca_r18", num_classes=10, compile=True)
+    trainer = tiny_trainer(tmp_path, limit_train_batches=3)
+    trainer.fit(clf, tiny_data())
+    trainer.save_checkpoint(tmp_path / "c.ckpt")
+    keys = torch.load(tmp_path / "c.ckpt", weights_only=True)["state_dict"].keys()
+    assert "model.conv1.weight" in keys and not any("_orig_mod" in k for k in keys)
+    assert trainer.callback_metrics["val/acc1"] >= 0
