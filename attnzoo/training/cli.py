@@ -6,17 +6,21 @@
   ``--ckpt_path last`` resumes and predict has a path to point at; options under ``--checkpoint.*``.
 - Predictions are printed (class names and probabilities) and optionally written as JSON lines
   (``--predictions.output_file``).
-- Logs: TensorBoard when installed, CSV otherwise (Lightning's default logger), under ``default_root_dir``.
+- Logs: TensorBoard when installed, CSV otherwise, in ``<trainer.default_root_dir>/logs/version_N/``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 
+from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from attnzoo.data.base import ClassificationDataModule
+from attnzoo.errors import AttnzooError
 from attnzoo.training.callbacks import PredictionWriter
 from attnzoo.training.module import ImageClassifier
 
@@ -46,16 +50,69 @@ class AttnzooCLI(LightningCLI):
             root = config.trainer.default_root_dir or os.getcwd()
             config.checkpoint.dirpath = os.path.join(root, "checkpoints")
 
+    def instantiate_trainer(self, **kwargs):
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        if trainer_config.get("logger") in (None, True) and "logger" not in kwargs:
+            kwargs["logger"] = default_logger(trainer_config.get("default_root_dir") or os.getcwd())
+        return super().instantiate_trainer(**kwargs)
 
-def run_lightning_cli(argv: list[str]) -> AttnzooCLI:
-    """Run a Lightning subcommand (fit, validate, test, predict) with ``argv`` (without the program name)."""
+
+def default_logger(root: str):
+    """TensorBoard when it is installed, CSV files otherwise."""
+    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(root, name="logs")
+    from lightning.pytorch.loggers import CSVLogger
+
+    return CSVLogger(root, name="logs")
+
+
+def make_cli(args: list[str] | None, run: bool = True) -> AttnzooCLI:
+    """The CLI object; with ``run=False`` it parses ``args`` (no subcommand) and instantiates without running."""
     return AttnzooCLI(
         ImageClassifier,
         ClassificationDataModule,
         subclass_mode_data=True,
-        args=argv,
+        args=args,
+        run=run,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
         trainer_defaults={"default_root_dir": "runs/default"},
-        parser_kwargs={"prog": "attnzoo"},
+        parser_kwargs={"prog": "attnzoo", "exit_on_error": False},
     )
+
+
+def run_lightning_cli(argv: list[str]) -> AttnzooCLI:
+    """Run a Lightning subcommand (fit, validate, test, predict) with ``argv`` (without the program name).
+
+    A user mistake ends as :class:`AttnzooError` (one line from ``attnzoo.cli.main``): a bad option or config
+    value, an unknown model, a missing data directory. Nothing has been written by then.
+    """
+    # Parsing sys.argv itself (rather than a copy) keeps Lightning quiet; DDP re-launches sys.argv either way.
+    args = None if list(argv) == sys.argv[1:] else list(argv)
+    try:
+        return make_cli(args)
+    except ArgumentError as err:
+        subcommand = next((a for a in argv if a in SUBCOMMANDS), "")
+        message = " ".join(str(err).split())
+        raise AttnzooError(f"{message} (see: attnzoo {subcommand} --help)".replace("  ", " ")) from None
+    except Exception as err:
+        # jsonargparse wraps errors raised while instantiating a class; surface the user's mistake itself.
+        cause = _user_error(err)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def _user_error(err: BaseException) -> AttnzooError | None:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, AttnzooError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
