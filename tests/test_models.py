@@ -114,7 +114,9 @@ def test_registered_eca_uses_released_kernel_sizes_and_adaptive_rule_is_one_opti
     assert kernels(attnzoo.create_model("eca_r50", attention_kwargs={"kernel_size": None})) == [5, 5, 5, 7]
     mobile = attnzoo.create_model("eca_mobilenetv2")
     ks = [(m.channels, m.kernel_size) for m in mobile.modules() if isinstance(m, AttentionModule)]
-    assert all(k == (1 if c < 96 else 3) for c, k in ks)
+    assert all(k == (1 if c <= 96 else 3) for c, k in ks) and (96, 1) in ks  # official: c <= 96 -> 1
+    narrow = attnzoo.create_model("eca_mobilenetv2", width_mult=0.5)  # the rule reads the paper's widths
+    assert [m.kernel_size for m in narrow.modules() if isinstance(m, AttentionModule)] == [k for _, k in ks]
     assert attnzoo.model_info("eca_r50")["extra_params"] == 80  # the paper's "80 extra parameters"
 
 
