@@ -21,9 +21,10 @@ def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
     return f" Did you mean: {', '.join(close)}?" if close else ""
 
 
-def unknown(kind: str, name: str, choices: Iterable[str]) -> AttnzooError:
-    """An error for an unknown `kind` (model, attention, ...) that suggests the closest valid names."""
+def unknown(kind: str, name: str, choices: Iterable[str], accepted: str | None = None) -> AttnzooError:
+    """An error for an unknown `kind` (model, attention, ...) that suggests the closest valid names.
+
+    ``accepted`` replaces the full list of choices where that list would be too long to read.
+    """
     choices = sorted(choices)
-    return AttnzooError(
-        f"unknown {kind} {name!r}.{suggest(name, choices)} Accepted: {', '.join(choices)}."
-    )
+    return AttnzooError(f"unknown {kind} {name!r}.{suggest(name, choices)} Accepted: {accepted or ', '.join(choices)}.")

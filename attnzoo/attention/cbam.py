@@ -1,0 +1,56 @@
+"""Convolutional Block Attention Module (CBAM).
+
+Woo, Park, Lee, Kweon. "CBAM: Convolutional Block Attention Module." ECCV 2018 (arXiv:1807.06521).
+Official code: Jongchan/attention-module.
+
+Channel gate, then spatial gate on the channel-gated map:
+    M_c = σ(MLP(GAP(x)) + MLP(GMP(x)))            # one shared MLP C -> C//r -> C, ReLU, biases on
+    x'  = x · M_c
+    M_s = σ(BN(conv_kxk([max_c(x'), mean_c(x')])))  # [max, mean] in that order, 2 -> 1, padding k//2, no bias
+    y   = x' · M_s
+
+Defaults: reduction 16, kernel_size 7. Deviations from the paper, following the official code (which the
+released checkpoints use): the spatial gate has a BatchNorm after its convolution (momentum 0.01, as
+released), and its weight is initialised to zero so the spatial gate starts at a constant 0.5; all biases
+start at zero; the spatial conv is Kaiming-normal (fan-out). The MLP is written as 1x1 convolutions on the
+pooled [B, C, 1, 1] tensors (same function as the official Linear layers).
+
+Placement: after the last BN of the residual branch, before the addition.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from attnzoo.attention.base import AttentionModule, check_odd_kernel, require_hidden
+
+
+class CBAM(AttentionModule):
+    def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7):
+        super().__init__(channels)
+        self.reduction = reduction
+        self.kernel_size = check_odd_kernel(kernel_size, f"CBAM({channels})")
+        hidden = require_hidden(channels // reduction, "CBAM", f"reduction={reduction} on {channels} channels")
+        self.channel_mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
+        self.spatial_conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+        self.spatial_bn = nn.BatchNorm2d(1, momentum=0.01)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for layer in (self.channel_mlp[0], self.channel_mlp[2]):
+            layer.reset_parameters()
+            nn.init.zeros_(layer.bias)
+        nn.init.kaiming_normal_(self.spatial_conv.weight, mode="fan_out", nonlinearity="relu")
+        self.spatial_bn.reset_parameters()
+        nn.init.zeros_(self.spatial_bn.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        pooled = self.channel_mlp(x.mean((2, 3), keepdim=True)) + self.channel_mlp(x.amax((2, 3), keepdim=True))
+        x = x * torch.sigmoid(pooled)
+        descriptor = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
+        return x * torch.sigmoid(self.spatial_bn(self.spatial_conv(descriptor)))
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, reduction={self.reduction}, kernel_size={self.kernel_size}"

@@ -1,0 +1,56 @@
+"""Efficient Channel Attention (ECA).
+
+Wang, Wu, Zhu, Li, Zuo, Hu. "ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks."
+CVPR 2020 (arXiv:1910.03151). Official code: BangguWu/ECANet.
+
+    s = GAP(x)                    # [B, C]
+    g = σ(conv1d_k(s))            # one k-tap kernel slid along the channel axis, shared by all channels,
+                                  # no bias, zero padding (k-1)/2 at both ends (not circular)
+    y = x · g
+
+Kernel size: ``kernel_size=None`` applies the paper's adaptive rule
+``k = |log2(C)/γ + b/γ|_odd`` with γ = 2, b = 1 (``t = int(|(log2 C + b) / γ|)``, ``k = t`` if odd else
+``t + 1``). The official code and its released checkpoints do not use that rule but fixed per-stage sizes
+(ResNet-50: 3, 5, 5, 7); the zoo's registered ECA models follow the checkpoints (see attnzoo.registry), and
+``attention_kwargs={"kernel_size": None}`` gives the adaptive rule back.
+Even kernels are refused: they would shift the gates by half a channel.
+Initialisation: PyTorch's default for the 1-D convolution, as in the official code (its weight init loop
+touches only 2-D convolutions).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from attnzoo.attention.base import AttentionModule, check_odd_kernel
+
+
+def adaptive_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
+    """The paper's channel-dependent kernel size (Eq. 12)."""
+    t = int(abs((math.log2(channels) + beta) / gamma))
+    return t if t % 2 else t + 1
+
+
+class ECA(AttentionModule):
+    def __init__(self, channels: int, kernel_size: int | None = None, gamma: float = 2, beta: float = 1):
+        super().__init__(channels)
+        if kernel_size is None:
+            kernel_size = adaptive_kernel_size(channels, gamma, beta)
+        self.kernel_size = check_odd_kernel(kernel_size, f"ECA({channels})")
+        self.conv = nn.Conv1d(1, 1, self.kernel_size, padding=(self.kernel_size - 1) // 2, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.conv.reset_parameters()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        squeezed = x.mean((2, 3)).unsqueeze(1)  # [B, 1, C]: channels become the 1-D "length" axis
+        gate = torch.sigmoid(self.conv(squeezed))
+        return x * gate.transpose(1, 2).unsqueeze(-1)  # [B, C, 1, 1]
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, kernel_size={self.kernel_size}"

@@ -1,0 +1,84 @@
+"""Gated Channel Transformation (GCT).
+
+Yang, Zhu, Wu, Yang. "Gated Channel Transformation for Visual Recognition." CVPR 2020 (arXiv:1909.11519).
+Official code: z-x-yang/GCT.
+
+Parameters α, γ, β of shape [1, C, 1, 1]; ε = 1e-5.
+
+l2 mode (default):
+    s_c = α_c · sqrt(Σ_hw x_c² + ε)                  # global context embedding
+    ŝ_c = s_c / sqrt(mean_c(s_c²) + ε)               # channel normalisation; the RMS over channels is the
+                                                     # paper's √C / ||s||₂ factor
+    y_c = x_c · (1 + tanh(γ_c · ŝ_c + β_c))          # gating adaptation
+l1 mode:
+    s_c = α_c · Σ_hw |x_c|   (no abs when ``after_relu``: the input is known to be non-negative)
+    ŝ_c = s_c / (mean_c |s_c| + ε)
+
+Initialisation α = 1, γ = 0, β = 0, as in the official code: the gate is exactly 1 and the module is an exact
+identity at start, which is what makes inserting GCT into a pretrained network safe.
+
+Placement: in front of every convolution (``placement = "pre_conv"``), the stem's included, each with its own
+parameters (the downsample convolution gets its own GCT too, as in the official ResNet).
+
+Implementation notes (same function as the paper, cheaper and safer):
+- The statistics are accumulated in float32 with one reduction pass over the feature map
+  (``vector_norm(..., dtype=float32)``), so float16/bfloat16 inputs cannot overflow Σx²; only the [B, C]
+  statistics are float32, the feature map is never copied. ``sqrt(‖x‖² + ε)`` equals the official
+  ``(Σx² + ε) ** 0.5``.
+- The gate is cast back to the input's dtype before the one multiply pass over x.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from attnzoo.attention.base import AttentionModule
+from attnzoo.errors import AttnzooError
+
+MODES = ("l2", "l1")
+
+
+class GCT(AttentionModule):
+    placement: ClassVar[str] = "pre_conv"
+
+    def __init__(self, channels: int, epsilon: float = 1e-5, mode: str = "l2", after_relu: bool = False):
+        super().__init__(channels)
+        if mode not in MODES:
+            raise AttnzooError(f"GCT: unknown mode {mode!r}. Accepted: {', '.join(MODES)}.")
+        if not epsilon > 0:
+            raise AttnzooError(f"GCT: epsilon must be > 0, got {epsilon!r}.")
+        self.epsilon = float(epsilon)
+        self.mode = mode
+        self.after_relu = after_relu
+        self.alpha = nn.Parameter(torch.empty(1, channels, 1, 1))
+        self.gamma = nn.Parameter(torch.empty(1, channels, 1, 1))
+        self.beta = nn.Parameter(torch.empty(1, channels, 1, 1))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.alpha)
+        nn.init.zeros_(self.gamma)
+        nn.init.zeros_(self.beta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        eps = self.epsilon
+        if self.mode == "l2":
+            norm = torch.linalg.vector_norm(x, 2, dim=(2, 3), keepdim=True, dtype=torch.float32)
+            embedding = (norm.square() + eps).sqrt() * self.alpha
+            normalizer = (embedding.square().mean(dim=1, keepdim=True) + eps).rsqrt()
+        else:
+            if self.after_relu:
+                total = x.sum(dim=(2, 3), keepdim=True, dtype=torch.float32)
+            else:
+                total = torch.linalg.vector_norm(x, 1, dim=(2, 3), keepdim=True, dtype=torch.float32)
+            embedding = total * self.alpha
+            normalizer = 1.0 / (embedding.abs().mean(dim=1, keepdim=True) + eps)
+        gate = 1.0 + torch.tanh(self.gamma * (embedding * normalizer) + self.beta)
+        return x * gate.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, mode={self.mode!r}, epsilon={self.epsilon}, after_relu={self.after_relu}"

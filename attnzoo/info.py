@@ -1,0 +1,104 @@
+"""``model_info``: what a model costs and where its attention sits.
+
+FLOPs are counted with ``torch.utils.flop_counter`` on the meta device (no memory, no compute), so the
+figures for every registered model take a fraction of a second. The counter counts the multiply-adds of
+convolutions and matrix products as 2 FLOPs each (FLOPs = 2 × MACs) and ignores elementwise work (gates,
+BN, activations); ``macs`` is given beside ``flops`` because most papers' tables are in MACs.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from attnzoo.attention import AttentionModule
+from attnzoo.registry import create_model, get_spec
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, input_size=(3, 224, 224)) -> int:
+    """FLOPs (2 × multiply-adds of conv/linear/matmul) of one forward pass on one image, on the meta device."""
+    meta_model = model if _on_meta(model) else copy.deepcopy(model).to("meta")
+    meta_model.eval()
+    x = torch.empty(1, *input_size, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        meta_model(x)
+    return int(counter.get_total_flops())
+
+
+def _on_meta(model: nn.Module) -> bool:
+    return all(p.is_meta for p in model.parameters())
+
+
+def _build_on_meta(name: str, **kwargs) -> nn.Module:
+    with torch.device("meta"):
+        return create_model(name, **kwargs)
+
+
+def attention_sites(model: nn.Module) -> dict[str, int]:
+    """Where attention sits: the count of attention modules under each top-level stage."""
+    sites: Counter[str] = Counter()
+    for path, module in model.named_modules():
+        if isinstance(module, AttentionModule):
+            sites[_stage_of(path)] += 1
+    return dict(sites)
+
+
+def _stage_of(path: str) -> str:
+    first = path.split(".")[0]
+    if first in ("features",):  # MobileNetV2: features.N.<...>
+        return ".".join(path.split(".")[:2])
+    return first
+
+
+def model_info(name_or_model: str | nn.Module, input_size=(3, 224, 224), num_classes: int = 1000, **overrides) -> dict:
+    """Parameters, extra parameters over the plain backbone, FLOPs/MACs and where attention sits.
+
+    ``name_or_model`` is a registry name (built on the meta device: instant, even for GAM-ResNet-152) or a
+    model made by :func:`attnzoo.create_model`.
+    """
+    if isinstance(name_or_model, str):
+        model = _build_on_meta(name_or_model, num_classes=num_classes, **overrides)
+    else:
+        model = name_or_model
+    config = getattr(model, "attnzoo_config", None)
+    if config is None:
+        raise TypeError("model_info needs a registry name or a model built by attnzoo.create_model")
+    spec = get_spec(config["architecture"])
+    args = config["model_args"]
+    plain_args = {k: v for k, v in args.items() if not k.startswith("attention")}
+    plain = _build_on_meta(spec.backbone, num_classes=config["num_classes"], **plain_args)
+    params, plain_params = count_parameters(model), count_parameters(plain)
+    flops, plain_flops = count_flops(model, input_size), count_flops(plain, input_size)
+    attention = args.get("attention", spec.attention)
+    placement = None
+    if attention is not None:
+        from attnzoo.attention import get
+
+        placement = get(attention).placement
+    sites = attention_sites(model)
+    return {
+        "name": spec.name,
+        "backbone": spec.backbone,
+        "attention": attention,
+        "placement": {"residual": "end of each residual branch, before the addition",
+                      "pre_conv": "before every convolution"}.get(placement),
+        "attention_modules": sum(sites.values()),
+        "attention_sites": sites,
+        "input_size": list(input_size),
+        "params": params,
+        "plain_params": plain_params,
+        "extra_params": params - plain_params,
+        "flops": flops,
+        "macs": flops // 2,
+        "plain_flops": plain_flops,
+        "extra_flops": flops - plain_flops,
+        "flops_note": "FLOPs = 2 x multiply-adds of conv/linear/matmul; elementwise ops (gates, BN) not counted",
+    }

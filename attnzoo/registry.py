@@ -1,0 +1,173 @@
+"""The model registry: one table of names, one ``create_model``.
+
+Names are ``<backbone>`` for the plain networks (r18 r34 r50 r101 r152 mobilenetv2; aliases resnet18 ...
+mobilenet_v2) and ``<attention>_<backbone>`` for attention models (se, eca, gct, gc, cbam, gam).
+A registered attention model is its backbone plus the attention with the defaults of the paper's released
+models (ECA's per-stage kernel sizes, GAM's grouped spatial convolutions on the deep ResNets). Anything can
+be overridden: ``create_model("eca_r50", attention_kwargs={"kernel_size": None})`` gives ECA's adaptive rule
+back, ``attention_stages=[3, 4]`` puts attention in the last two stages only.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import json
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from attnzoo import attention as attention_registry
+from attnzoo.backbones import BasicBlock, Bottleneck, MobileNetV2, ResNet
+from attnzoo.backbones.mobilenetv2 import stage_channels
+from attnzoo.errors import AttnzooError, unknown
+
+IMAGENET_PREPROCESSING = {
+    "input_size": [3, 224, 224],
+    "interpolation": "bilinear",
+    "crop_pct": 0.875,
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+}
+
+# name -> (class, fixed constructor arguments)
+BACKBONES: dict[str, tuple[type[nn.Module], dict]] = {
+    "r18": (ResNet, {"block": BasicBlock, "layers": [2, 2, 2, 2]}),
+    "r34": (ResNet, {"block": BasicBlock, "layers": [3, 4, 6, 3]}),
+    "r50": (ResNet, {"block": Bottleneck, "layers": [3, 4, 6, 3]}),
+    "r101": (ResNet, {"block": Bottleneck, "layers": [3, 4, 23, 3]}),
+    "r152": (ResNet, {"block": Bottleneck, "layers": [3, 8, 36, 3]}),
+    "mobilenetv2": (MobileNetV2, {}),
+}
+BACKBONE_ALIASES = {
+    "resnet18": "r18",
+    "resnet34": "r34",
+    "resnet50": "r50",
+    "resnet101": "r101",
+    "resnet152": "r152",
+    "mobilenet_v2": "mobilenetv2",
+}
+
+# Kernel sizes of the released ECA-Net ImageNet checkpoints, one per stage (layer1..layer4).
+ECA_RESNET_KERNELS = {
+    "r18": [3, 5, 7, 7],
+    "r34": [3, 3, 5, 7],
+    "r50": [3, 5, 5, 7],
+    "r101": [3, 3, 5, 7],
+    "r152": [3, 3, 5, 7],
+}
+# GAM's grouped spatial convolutions (with channel shuffle), as the paper does on ResNet-50. The paper gives
+# no group count; 4 puts GAM-R50 at ~24 GMACs, close to the paper's 23.91 G (see docs/attention/gam.md).
+GAM_GROUPS = {"r50": 4, "r101": 4, "r152": 4}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    backbone: str
+    attention: str | None
+    attention_kwargs: dict = field(default_factory=dict)
+    description: str = ""
+
+    def stage_kwargs(self, overrides: dict) -> dict[int, dict]:
+        """Per-stage attention options of the released models; derived from the width where it matters."""
+        if self.attention != "eca":
+            return {}
+        if self.backbone == "mobilenetv2":
+            # ECA-MobileNetV2: k = 1 for blocks with fewer than 96 output channels, else 3.
+            channels = stage_channels(overrides.get("width_mult", 1.0))
+            return {stage: {"kernel_size": 1 if c < 96 else 3} for stage, c in enumerate(channels, start=1)}
+        return {stage: {"kernel_size": k} for stage, k in enumerate(ECA_RESNET_KERNELS[self.backbone], start=1)}
+
+
+def _build_table() -> dict[str, ModelSpec]:
+    table = {name: ModelSpec(name, name, None, description=f"plain {name}") for name in BACKBONES}
+    for attn in attention_registry.list_attention():
+        for backbone in BACKBONES:
+            kwargs = {"groups": GAM_GROUPS[backbone]} if attn == "gam" and backbone in GAM_GROUPS else {}
+            name = f"{attn}_{backbone}"
+            table[name] = ModelSpec(name, backbone, attn, kwargs, f"{backbone} with {attn}")
+    return table
+
+
+MODELS = _build_table()
+
+
+def _canonical(name: str) -> str:
+    if not isinstance(name, str):
+        raise AttnzooError(f"a model name must be a string, got {name!r}.")
+    key = name.strip().lower().replace("-", "_")
+    if key in MODELS:
+        return key
+    if key in BACKBONE_ALIASES:
+        return BACKBONE_ALIASES[key]
+    attn, _, backbone = key.partition("_")
+    if backbone in BACKBONE_ALIASES and f"{attn}_{BACKBONE_ALIASES[backbone]}" in MODELS:
+        return f"{attn}_{BACKBONE_ALIASES[backbone]}"
+    raise unknown(
+        "model",
+        name,
+        list(MODELS) + list(BACKBONE_ALIASES),
+        accepted=f"{', '.join(BACKBONES)} and <attention>_<backbone> with attention one of "
+        f"{', '.join(attention_registry.list_attention())} (`attnzoo list` shows all)",
+    )
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names (canonical, no aliases), filtered by a glob pattern such as ``"eca_*"``."""
+    names = list(MODELS)
+    return names if pattern is None else [n for n in names if fnmatch.fnmatch(n, pattern)]
+
+
+def get_spec(name: str) -> ModelSpec:
+    return MODELS[_canonical(name)]
+
+
+def create_model(name: str, num_classes: int = 1000, backbone_weights: str | None = None, **overrides) -> nn.Module:
+    """Build a registered model.
+
+    Args:
+        name: a registered name or alias, e.g. ``"gct_r50"``, ``"eca_mobilenetv2"``, ``"resnet50"``.
+        num_classes: outputs of the classifier.
+        backbone_weights: plain ResNet/MobileNetV2 weights to load into the backbone (a file, directory,
+            ``hf-hub:`` id or registry name); attention parameters keep their initialisation.
+        **overrides: backbone options (``in_chans``, ``drop_rate``, ``zero_init_residual``, ``width_mult``)
+            and attention options (``attention``, ``attention_kwargs``, ``attention_stages``,
+            ``attention_stage_kwargs``).
+
+    The returned model carries ``attnzoo_config`` (enough to rebuild it) and ``preprocessing``.
+    """
+    spec = get_spec(name)
+    try:
+        json.dumps(overrides)
+    except TypeError as err:
+        raise AttnzooError(f"model options must be plain values (numbers, strings, lists, dicts): {err}") from None
+    kwargs = {"num_classes": num_classes, **overrides}
+    attention = overrides.get("attention", spec.attention)
+    if attention is not None:
+        user_kwargs = dict(overrides.get("attention_kwargs") or {})
+        kwargs["attention"] = attention
+        if attention == spec.attention:
+            kwargs["attention_kwargs"] = {**spec.attention_kwargs, **user_kwargs}
+            # An option the user sets for all stages wins over the registered per-stage value.
+            registered = {
+                stage: {k: v for k, v in opts.items() if k not in user_kwargs}
+                for stage, opts in spec.stage_kwargs(overrides).items()
+            }
+            user_stage = {int(k): v for k, v in (overrides.get("attention_stage_kwargs") or {}).items()}
+            kwargs["attention_stage_kwargs"] = {
+                s: {**registered.get(s, {}), **user_stage.get(s, {})} for s in set(registered) | set(user_stage)
+            }
+    cls, fixed = BACKBONES[spec.backbone]
+    accepted = [p for p in inspect.signature(cls).parameters if p not in fixed]
+    bad = sorted(set(kwargs) - set(accepted))
+    if bad:
+        raise AttnzooError(f"{spec.name} has no option {', '.join(map(repr, bad))}. Accepted: {', '.join(accepted)}.")
+    model = cls(**fixed, **kwargs)
+    model.attnzoo_config = {"architecture": spec.name, "num_classes": num_classes, "model_args": dict(overrides)}
+    model.preprocessing = {k: (list(v) if isinstance(v, list) else v) for k, v in IMAGENET_PREPROCESSING.items()}
+    if backbone_weights is not None:
+        from attnzoo.weights import load_backbone_weights
+
+        load_backbone_weights(model, backbone_weights)
+    return model
