@@ -18,6 +18,9 @@ from attnzoo.errors import AttnzooError
 EXTRA_COMMANDS: dict[str, str] = {
     "list": "attnzoo.commands:list_command",
     "info": "attnzoo.commands:info_command",
+    "push": "attnzoo.weights.commands:push_command",
+    "export": "attnzoo.weights.commands:export_command",
+    "convert": "attnzoo.weights.commands:convert_command",
 }
 
 
@@ -26,10 +29,20 @@ def _load(target: str):
     return getattr(importlib.import_module(module_name), attr)
 
 
+def _apply_aliases(argv: list[str], aliases: dict[str, str]) -> list[str]:
+    """Rename flags a Python parameter cannot spell (``--from`` -> ``--source``), in both ``--f x`` and ``--f=x``."""
+    out = []
+    for arg in argv:
+        flag, eq, value = arg.partition("=")
+        out.append(aliases[flag] + eq + value if flag in aliases else arg)
+    return out
+
+
 def _run_extra(command: str, argv: list[str]) -> None:
     from jsonargparse import auto_cli
 
     func = _load(EXTRA_COMMANDS[command])
+    argv = _apply_aliases(argv, getattr(func, "cli_aliases", {}))
     auto_cli(func, args=argv, as_positional=True, parser_mode="yaml")
 
 
