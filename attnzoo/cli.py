@@ -39,10 +39,17 @@ def _apply_aliases(argv: list[str], aliases: dict[str, str]) -> list[str]:
 
 
 def _run_extra(command: str, argv: list[str]) -> None:
+    import inspect
+
     from jsonargparse import auto_cli
 
     func = _load(EXTRA_COMMANDS[command])
     argv = _apply_aliases(argv, getattr(func, "cli_aliases", {}))
+    params = list(inspect.signature(func).parameters.values())
+    # `attnzoo list eca_*`: a bare first word fills the first parameter even when it is optional
+    # (jsonargparse makes only required parameters positional).
+    if argv and not argv[0].startswith("-") and params and params[0].default is not inspect.Parameter.empty:
+        argv = [f"--{params[0].name}", *argv]
     auto_cli(func, args=argv, as_positional=True, parser_mode="yaml")
 
 
