@@ -29,7 +29,7 @@ def _export(ckpt: str, out: Path, repo_id: str | None, license: str, datasets: l
                  "weights": exported.weights}
 
 
-def export_command(ckpt: str, out: str, license: str = "apache-2.0", datasets: list[str] | None = None,
+def export_command(ckpt: str, *, out: str, license: str = "apache-2.0", datasets: list[str] | None = None,
                    overwrite: bool = False) -> None:
     """Write a Lightning checkpoint as attnzoo weights (model.safetensors, config.json, README.md).
 
@@ -45,7 +45,7 @@ def export_command(ckpt: str, out: str, license: str = "apache-2.0", datasets: l
     print(f"wrote {info['architecture']} ({info['num_classes']} classes, {info['weights']} weights) to {out_dir}")
 
 
-def push_command(ckpt: str, repo: str, private: bool = False, revision: str | None = None,
+def push_command(ckpt: str, *, repo: str, private: bool = False, revision: str | None = None,
                  license: str = "apache-2.0", datasets: list[str] | None = None,
                  message: str = "Upload attnzoo weights") -> None:
     """Publish a Lightning checkpoint on the Hugging Face Hub as attnzoo weights.
@@ -78,14 +78,14 @@ def push_command(ckpt: str, repo: str, private: bool = False, revision: str | No
     print(json.dumps(entry, indent=2))
 
 
-def convert_command(file: str, model: str, out: str, source: str = "torchvision", overwrite: bool = False) -> None:
+def convert_command(file: str, *, source: str, model: str, out: str, overwrite: bool = False) -> None:
     """Convert an official released checkpoint into attnzoo weights.
 
     Args:
         file: the official checkpoint (.pth / .pth.tar / .safetensors); read with torch.load(weights_only=True).
+        source: which release (given as --from): torchvision, ecanet, cbam or gct.
         model: the attnzoo model it becomes, e.g. eca_r50, cbam_r50, gct_r50, r50.
         out: the directory to write.
-        source: which release (--from): torchvision, ecanet, cbam or gct.
         overwrite: replace the weights in a non-empty directory.
     """
     from attnzoo.weights.convert import RELEASES, convert

@@ -179,17 +179,16 @@ def apply_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
     unexpected = set(state_dict) - set(own)
     mis_shaped = [f"{k} {list(state_dict[k].shape)} (model: {list(own[k].shape)})"
                   for k in sorted(set(own) & set(state_dict)) if state_dict[k].shape != own[k].shape]
-    if mis_shaped:
-        raise AttnzooError(f"{what} do not fit {model.attnzoo_config['architecture']}: shapes differ for "
-                           f"{_listing(mis_shaped, 5)}.")
     problems = []
+    if mis_shaped:
+        problems.append(f"shapes differ for {_listing(mis_shaped, 5)}")
     if missing:
         problems.append(f"missing keys: {_listing(missing)}")
     if unexpected:
         problems.append(f"unexpected keys: {_listing(unexpected)}")
-    if problems and strict:
-        raise AttnzooError(f"{what} do not match {model.attnzoo_config['architecture']} ({'; '.join(problems)}). "
-                           "Pass strict=False to load the matching keys anyway.")
+    if mis_shaped or (problems and strict):
+        hint = "" if mis_shaped else " Pass strict=False to load the matching keys anyway."
+        raise AttnzooError(f"{what} do not fit {model.attnzoo_config['architecture']} ({'; '.join(problems)}).{hint}")
     if problems:
         log.warning("loading %s with strict=False: %s", what, "; ".join(problems))
     model.load_state_dict({k: v for k, v in state_dict.items() if k in own}, strict=False)
