@@ -30,11 +30,22 @@ def _load(target: str):
 
 
 def _apply_aliases(argv: list[str], aliases: dict[str, str]) -> list[str]:
-    """Rename flags a Python parameter cannot spell (``--from`` -> ``--source``), in both ``--f x`` and ``--f=x``."""
+    """Rewrite flags a command declares in ``cli_aliases``.
+
+    ``{"--from": "--source"}`` renames a flag a Python parameter cannot spell (``--from x``, ``--from=x``);
+    ``{"--private": "--private=true"}`` makes a bare boolean flag a switch (``--private false`` still works).
+    """
     out = []
-    for arg in argv:
+    for i, arg in enumerate(argv):
         flag, eq, value = arg.partition("=")
-        out.append(aliases[flag] + eq + value if flag in aliases else arg)
+        if flag not in aliases:
+            out.append(arg)
+        elif eq:
+            out.append(f"{aliases[flag].partition('=')[0]}={value}")
+        elif "=" in aliases[flag] and i + 1 < len(argv) and argv[i + 1].lower() in ("true", "false"):
+            out.append(arg)
+        else:
+            out.append(aliases[flag])
     return out
 
 

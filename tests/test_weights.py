@@ -48,6 +48,14 @@ def test_save_then_load_gives_the_same_outputs_and_metadata(tmp_path):
     assert "val/acc1" in card and '"lr": 0.1' in card
 
 
+def test_the_same_weights_give_the_same_bytes(tmp_path):
+    # The index's sha256 is computed on one export and checked against another: the bytes must not vary.
+    model = _model("r18", 3)
+    a = attnzoo.save_pretrained(model, tmp_path / "a") / "model.safetensors"
+    b = attnzoo.save_pretrained(model, tmp_path / "b") / "model.safetensors"
+    assert a.read_bytes() == b.read_bytes()
+
+
 def test_model_options_travel_in_config(tmp_path):
     model = attnzoo.create_model("se_mobilenetv2", num_classes=4, width_mult=0.5, attention_stages=[6, 7]).eval()
     attnzoo.save_pretrained(model, tmp_path / "w")

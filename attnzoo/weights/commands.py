@@ -99,4 +99,7 @@ def convert_command(file: str, *, source: str, model: str, out: str, overwrite: 
 
 
 # `--from` cannot be a Python parameter name; the dispatcher maps it onto `--source`.
-convert_command.cli_aliases = {"--from": "--source"}
+convert_command.cli_aliases = {"--from": "--source", "--overwrite": "--overwrite=true"}
+# Bare switches, as in `attnzoo push CKPT --repo ORG/NAME --private`.
+push_command.cli_aliases = {"--private": "--private=true"}
+export_command.cli_aliases = {"--overwrite": "--overwrite=true"}

@@ -118,8 +118,9 @@ def write_weights(model: nn.Module, path: Path) -> None:
 
     # Clones make every tensor own its storage: safetensors refuses tensors that share memory.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in clean_state_dict(model.state_dict()).items()}
-    save_file(tensors, str(path), metadata={"format": "pt", "producer": "attnzoo",
-                                           "architecture": model.attnzoo_config["architecture"]})
+    # One metadata entry only: safetensors writes a metadata map in no fixed order, and the same weights
+    # must give the same bytes (the sha256 in the index is computed on export and checked on load).
+    save_file(tensors, str(path), metadata={"format": "pt"})
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
