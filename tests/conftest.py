@@ -53,41 +53,50 @@ def hub(hub_server, tmp_path, monkeypatch):
 
 @pytest.fixture
 def make_lightning_checkpoint(tmp_path):
-    """A factory of checkpoints laid out like those of attnzoo's training module (`model.` keys, hparams).
+    """A factory of checkpoints laid out like those of attnzoo.training.module.ImageClassifier.
 
-    Returns (path, model) where model holds the weights the checkpoint carries (the EMA ones when ema=True).
+    Weights under ``model.``, metadata in ``checkpoint["attnzoo"]``, hyper-parameters as the module saves
+    them. ``ema="module"``: the module's AveragedModel copy under ``ema.module.``; ``ema="callback"``:
+    Lightning's WeightAveraging layout. Returns (path, model) where model holds the weights an export must
+    produce (the averaged ones when there is an average).
     """
     import torch
 
     import attnzoo
 
-    def make(name="r18", num_classes=3, seed=0, ema=False, class_names=None, filename=None):
+    def make(name="r18", num_classes=3, seed=0, ema=None, class_names=None, filename=None, **model_args):
         torch.manual_seed(seed)
-        model = attnzoo.create_model(name, num_classes=num_classes).eval()
+        model = attnzoo.create_model(name, num_classes=num_classes, **model_args).eval()
         for module in model.modules():  # non-trivial BatchNorm statistics, so eval outputs depend on them
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.1, 0.1)
                 module.running_var.uniform_(0.5, 1.5)
-        state = {f"model.{k}": v.clone() for k, v in model.state_dict().items()}
+        weights = {k: v.clone() for k, v in model.state_dict().items()}
+        other = {k: v + 1.0 if v.is_floating_point() else v for k, v in weights.items()}  # the "live" ones
+        class_names = class_names or [f"class_{i}" for i in range(num_classes)]
         checkpoint = {
             "epoch": 4,
             "global_step": 40,
             "pytorch-lightning_version": "2.6.6",
-            "hyper_parameters": {
-                "model": name,
-                "num_classes": num_classes,
-                "model_args": {},
-                "class_names": class_names or [f"class_{i}" for i in range(num_classes)],
-                "attnzoo_config": {"model": dict(model.attnzoo_config), "optimizer": {"lr": 0.1}},
-            },
+            "hyper_parameters": {"model": name, "num_classes": num_classes, "model_args": model_args,
+                                 "class_names": class_names, "preprocessing": None, "label_smoothing": 0.1,
+                                 "ema_decay": 0.999 if ema == "module" else None, "compile": False},
+            "attnzoo": {"attnzoo_config": dict(model.attnzoo_config), "preprocessing": dict(model.preprocessing),
+                        "class_names": class_names, "ema": ema == "module"},
             "callbacks": {"ModelCheckpoint{'monitor': 'val/acc1'}": {"monitor": "val/acc1",
                                                                      "best_model_score": torch.tensor(0.625)}},
             "optimizer_states": [{"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]}],
         }
-        if ema:  # Lightning's WeightAveraging: averaged weights in state_dict, live ones aside
-            checkpoint["current_model_state"] = {k: v + 1.0 if v.is_floating_point() else v
-                                                 for k, v in state.items()}
+        if ema == "module":
+            state = {f"model.{k}": v for k, v in other.items()}
+            state.update({f"ema.module.{k}": v for k, v in weights.items()})
+            state["ema.n_averaged"] = torch.tensor(40)
+        elif ema == "callback":
+            state = {f"model.{k}": v for k, v in weights.items()}
+            checkpoint["current_model_state"] = {f"model.{k}": v for k, v in other.items()}
             checkpoint["averaging_state"] = {"n_averaged": torch.tensor(40)}
+        else:
+            state = {f"model.{k}": v for k, v in weights.items()}
         checkpoint["state_dict"] = state
         path = tmp_path / (filename or f"{name}-seed{seed}.ckpt")
         torch.save(checkpoint, path)

@@ -168,14 +168,15 @@ def test_export_writes_a_lightning_checkpoint_as_weights(tmp_path, make_lightnin
     assert loaded.label_names == ["cat", "dog", "fox"]
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     assert cfg["metrics"]["val/acc1"] == pytest.approx(0.625)
-    assert cfg["train_config"]["optimizer"] == {"lr": 0.1}
+    assert cfg["train_config"]["label_smoothing"] == 0.1
     with pytest.raises(SystemExit) as exit_info:  # a second export into the same directory is refused
         main(["export", str(ckpt), "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2 and "not empty" in capsys.readouterr().err
 
 
-def test_export_prefers_ema_weights(tmp_path, make_lightning_checkpoint):
-    ckpt, model = make_lightning_checkpoint("r18", ema=True)
+@pytest.mark.parametrize("ema", ["module", "callback"])
+def test_export_prefers_ema_weights(tmp_path, make_lightning_checkpoint, ema):
+    ckpt, model = make_lightning_checkpoint("r18", ema=ema)
     main(["export", str(ckpt), "--out", str(tmp_path / "out")])
     assert torch.equal(attnzoo.load(str(tmp_path / "out"))(X), model(X))
     assert json.loads((tmp_path / "out" / "config.json").read_text())["source"]["weights"] == "ema"

@@ -1,11 +1,12 @@
 """A Lightning checkpoint of ``attnzoo.training.module.ImageClassifier`` back into a plain attnzoo model.
 
 The checkpoint is read with ``torch.load(weights_only=True)``. The model is rebuilt from what the training
-module saved in ``hyper_parameters`` (its ``attnzoo_config``, else the model name and options), the network's
-weights are the entries under ``model.`` (wrapper prefixes stripped), and EMA weights win when the checkpoint
-has them: Lightning's ``WeightAveraging`` callback already puts the averaged weights in ``state_dict`` (the
-live ones move to ``current_model_state``); an EMA copy kept inside the module (``model_ema.``, ``ema_model.``,
-``ema.``) is used instead of ``model.``.
+module saved: ``checkpoint["attnzoo"]`` = {attnzoo_config, preprocessing, class_names, ema} (written by
+``ImageClassifier.on_save_checkpoint``), else ``hyper_parameters`` (an ``attnzoo_config``, or the model name,
+``num_classes`` and ``model_args``). The network's weights are the entries under ``model.`` (wrapper prefixes
+stripped), and EMA weights win when the checkpoint has them: the module's ``AveragedModel`` copy
+(``ema.module.*``), or Lightning's ``WeightAveraging`` callback, which already puts the averaged weights in
+``state_dict`` (the live ones move to ``current_model_state``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from attnzoo.weights.format import apply_state_dict, clean_state_dict
 from attnzoo.weights.pickles import load_pickle
 
 NET_PREFIXES = ("model.", "net.", "network.")
-EMA_PREFIXES = ("model_ema.module.", "ema_model.module.", "ema.module.", "model_ema.", "ema_model.", "ema.")
+EMA_PREFIXES = ("ema.module.", "model_ema.module.", "ema_model.module.")  # AveragedModel / timm-style copies
 NAME_KEYS = ("model_name", "model", "arch", "architecture", "name")
 ARGS_KEYS = ("model_args", "model_kwargs", "model_overrides", "overrides")
 
@@ -37,9 +38,9 @@ class ExportedModel:
     notes: list[str] = field(default_factory=list)
 
 
-def _model_config(hparams: Mapping, path: Path) -> dict:
-    """(architecture, num_classes, model_args) from the training module's hyper-parameters."""
-    cfg = hparams.get("attnzoo_config")
+def _model_config(meta: Mapping, hparams: Mapping, path: Path) -> dict:
+    """(architecture, num_classes, model_args) from the training module's metadata or hyper-parameters."""
+    cfg = meta.get("attnzoo_config") or hparams.get("attnzoo_config")
     if isinstance(cfg, Mapping) and isinstance(cfg.get("model"), Mapping) and "architecture" in cfg["model"]:
         cfg = cfg["model"]
     if isinstance(cfg, Mapping) and "architecture" in cfg:
@@ -91,7 +92,8 @@ def model_from_lightning_checkpoint(path: str | Path) -> ExportedModel:
         raise AttnzooError(f"{str(path)!r} is not a Lightning checkpoint (no state_dict); for an official release "
                            "use `attnzoo convert`.")
     hparams = checkpoint.get("hyper_parameters") or {}
-    cfg = _model_config(hparams, path)
+    meta = checkpoint.get("attnzoo") if isinstance(checkpoint.get("attnzoo"), Mapping) else {}
+    cfg = _model_config(meta, hparams, path)
     state, weights = _split_state(checkpoint["state_dict"])
     notes = []
     if "current_model_state" in checkpoint:
@@ -104,9 +106,24 @@ def model_from_lightning_checkpoint(path: str | Path) -> ExportedModel:
         raise AttnzooError(f"{str(path)!r}: its hyper_parameters give no num_classes.")
     model = create_model(cfg["architecture"], num_classes=int(num_classes), **cfg["model_args"])
     apply_state_dict(model, state, strict=True, what=f"the weights in {str(path)!r}")
-    class_names = hparams.get("class_names")
-    train_config = hparams.get("attnzoo_config") if isinstance(hparams.get("attnzoo_config"), Mapping) else None
-    if train_config is None:
-        train_config = {k: v for k, v in hparams.items() if isinstance(v, (str, int, float, bool, list, dict))}
+    if meta.get("ema") and weights != "ema":
+        raise AttnzooError(f"{str(path)!r} says it kept EMA weights, but its state_dict has no ema.module.* entries.")
+    if isinstance(meta.get("preprocessing"), Mapping) and meta["preprocessing"]:
+        model.preprocessing = {**model.preprocessing, **meta["preprocessing"]}
+    class_names = meta.get("class_names") or hparams.get("class_names")
     return ExportedModel(model.eval(), list(class_names) if class_names else None, _metrics(checkpoint),
-                         train_config, weights, notes)
+                         _train_config(hparams), weights, notes)
+
+
+def _train_config(hparams: Mapping) -> dict | None:
+    """The JSON-able hyper-parameters (optimizer factories and the like are left out)."""
+    import json
+
+    out = {}
+    for key, value in hparams.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            continue
+        out[str(key)] = value
+    return out or None
