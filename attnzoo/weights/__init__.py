@@ -1,7 +1,7 @@
 """Weights you can trust: safetensors + config.json + model card, on disk and on the Hugging Face Hub.
 
 - :func:`save_pretrained` writes a model in that format; :func:`load` reads it back from a registry name
-  (through the zoo's index in ``attnzoo/checkpoints/``), ``hf-hub:ORG/NAME[@REVISION]``, or a local path.
+  (through the zoo's index in ``checkpoints/``), ``hf-hub:ORG/NAME[@REVISION]``, or a local path.
 - :func:`load_backbone_weights` retrofits plain ResNet/MobileNetV2 weights into an attention model.
 - ``attnzoo push``/``export``/``convert`` (:mod:`attnzoo.weights.commands`) publish Lightning checkpoints and
   convert the official releases of ECA-Net, CBAM and GCT.

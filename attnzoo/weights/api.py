@@ -173,7 +173,7 @@ def load(source: str, num_classes: int | None = None, revision: str | None = Non
     """Load attnzoo weights and return the model, in eval mode, on ``device``.
 
     Args:
-        source: a name from the zoo's index (``attnzoo/checkpoints/index.json``), ``hf-hub:ORG/NAME[@REVISION]``,
+        source: a name from the zoo's index (``checkpoints/index.json``), ``hf-hub:ORG/NAME[@REVISION]``,
             a local directory with model.safetensors + config.json, or a .safetensors file with a config.json
             beside it.
         num_classes: a different number of classes resets the classifier (it then needs training).

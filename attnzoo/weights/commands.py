@@ -74,7 +74,7 @@ def push_command(ckpt: str, *, repo: str, private: bool = False, revision: str |
     entry = index_entry(repo.split("/")[1], info["architecture"], repo, commit, sha256, info["num_classes"],
                         source={"kind": "trained", "checkpoint": Path(ckpt).name}, metrics=info["metrics"],
                         dataset=(datasets or [None])[0])
-    print("index record for attnzoo/checkpoints/index.json (under \"weights\"):")
+    print("index record for checkpoints/index.json (under \"weights\"):")
     print(json.dumps(entry, indent=2))
 
 
