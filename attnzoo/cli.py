@@ -18,6 +18,9 @@ from attnzoo.errors import AttnzooError
 EXTRA_COMMANDS: dict[str, str] = {
     "list": "attnzoo.commands:list_command",
     "info": "attnzoo.commands:info_command",
+    "push": "attnzoo.weights.commands:push_command",
+    "export": "attnzoo.weights.commands:export_command",
+    "convert": "attnzoo.weights.commands:convert_command",
 }
 
 
@@ -26,10 +29,38 @@ def _load(target: str):
     return getattr(importlib.import_module(module_name), attr)
 
 
+def _apply_aliases(argv: list[str], aliases: dict[str, str]) -> list[str]:
+    """Rewrite flags a command declares in ``cli_aliases``.
+
+    ``{"--from": "--source"}`` renames a flag a Python parameter cannot spell (``--from x``, ``--from=x``);
+    ``{"--private": "--private=true"}`` makes a bare boolean flag a switch (``--private false`` still works).
+    """
+    out = []
+    for i, arg in enumerate(argv):
+        flag, eq, value = arg.partition("=")
+        if flag not in aliases:
+            out.append(arg)
+        elif eq:
+            out.append(f"{aliases[flag].partition('=')[0]}={value}")
+        elif "=" in aliases[flag] and i + 1 < len(argv) and argv[i + 1].lower() in ("true", "false"):
+            out.append(arg)
+        else:
+            out.append(aliases[flag])
+    return out
+
+
 def _run_extra(command: str, argv: list[str]) -> None:
+    import inspect
+
     from jsonargparse import auto_cli
 
     func = _load(EXTRA_COMMANDS[command])
+    argv = _apply_aliases(argv, getattr(func, "cli_aliases", {}))
+    params = list(inspect.signature(func).parameters.values())
+    # `attnzoo list eca_*`: a bare first word fills the first parameter even when it is optional
+    # (jsonargparse makes only required parameters positional).
+    if argv and not argv[0].startswith("-") and params and params[0].default is not inspect.Parameter.empty:
+        argv = [f"--{params[0].name}", *argv]
     auto_cli(func, args=argv, as_positional=True, parser_mode="yaml")
 
 

@@ -9,6 +9,8 @@ BN, activations); ``macs`` is given beside ``flops`` because most papers' tables
 from __future__ import annotations
 
 import copy
+import functools
+import json
 from collections import Counter
 
 import torch
@@ -64,19 +66,38 @@ def model_info(name_or_model: str | nn.Module, input_size=(3, 224, 224), num_cla
     ``name_or_model`` is a registry name (built on the meta device: instant, even for GAM-ResNet-152) or a
     model made by :func:`attnzoo.create_model`.
     """
+    if isinstance(name_or_model, str) and not overrides:
+        return copy.deepcopy(_registered_model_info(get_spec(name_or_model).name, tuple(input_size), num_classes))
     if isinstance(name_or_model, str):
         model = _build_on_meta(name_or_model, num_classes=num_classes, **overrides)
     else:
         model = name_or_model
+    return _describe(model, tuple(input_size))
+
+
+@functools.lru_cache(maxsize=None)
+def _registered_model_info(name: str, input_size: tuple, num_classes: int) -> dict:
+    # Tables list every model and compare each with its plain backbone: build each one once per process.
+    return _describe(_build_on_meta(name, num_classes=num_classes), input_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _plain_costs(backbone: str, input_size: tuple, num_classes: int, plain_args: str) -> tuple[int, int]:
+    plain = _build_on_meta(backbone, num_classes=num_classes, **json.loads(plain_args))
+    return count_parameters(plain), count_flops(plain, input_size)
+
+
+def _describe(model: nn.Module, input_size: tuple) -> dict:
     config = getattr(model, "attnzoo_config", None)
     if config is None:
         raise TypeError("model_info needs a registry name or a model built by attnzoo.create_model")
     spec = get_spec(config["architecture"])
     args = config["model_args"]
     plain_args = {k: v for k, v in args.items() if not k.startswith("attention")}
-    plain = _build_on_meta(spec.backbone, num_classes=config["num_classes"], **plain_args)
-    params, plain_params = count_parameters(model), count_parameters(plain)
-    flops, plain_flops = count_flops(model, input_size), count_flops(plain, input_size)
+    plain_params, plain_flops = _plain_costs(
+        spec.backbone, input_size, config["num_classes"], json.dumps(plain_args, sort_keys=True)
+    )
+    params, flops = count_parameters(model), count_flops(model, input_size)
     attention = args.get("attention", spec.attention)
     placement = None
     if attention is not None:

@@ -19,7 +19,7 @@ from torch import nn
 
 from attnzoo import attention as attention_registry
 from attnzoo.backbones import BasicBlock, Bottleneck, MobileNetV2, ResNet
-from attnzoo.backbones.mobilenetv2 import stage_channels
+from attnzoo.backbones.mobilenetv2 import INVERTED_RESIDUAL_SETTING
 from attnzoo.errors import AttnzooError, unknown
 
 IMAGENET_PREPROCESSING = {
@@ -69,15 +69,17 @@ class ModelSpec:
     attention_kwargs: dict = field(default_factory=dict)
     description: str = ""
 
-    def stage_kwargs(self, overrides: dict) -> dict[int, dict]:
-        """Per-stage attention options of the released models; derived from the width where it matters."""
+    def stage_kwargs(self) -> dict[int, dict]:
+        """Per-stage attention options of the released models."""
         if self.attention != "eca":
             return {}
         if self.backbone == "mobilenetv2":
-            # ECA-MobileNetV2: k = 1 for blocks with fewer than 96 output channels, else 3.
-            channels = stage_channels(overrides.get("width_mult", 1.0))
-            return {stage: {"kernel_size": 1 if c < 96 else 3} for stage, c in enumerate(channels, start=1)}
-        return {stage: {"kernel_size": k} for stage, k in enumerate(ECA_RESNET_KERNELS[self.backbone], start=1)}
+            # Official ECA-MobileNetV2: k = 1 where the paper's table has c <= 96 (before any width
+            # multiplier), else 3 — so the 96-channel stage gets 1.
+            kernels = [1 if c <= 96 else 3 for _, c, _, _ in INVERTED_RESIDUAL_SETTING]
+        else:
+            kernels = ECA_RESNET_KERNELS[self.backbone]
+        return {stage: {"kernel_size": k} for stage, k in enumerate(kernels, start=1)}
 
 
 def _build_table() -> dict[str, ModelSpec]:
@@ -152,7 +154,7 @@ def create_model(name: str, num_classes: int = 1000, backbone_weights: str | Non
             # An option the user sets for all stages wins over the registered per-stage value.
             registered = {
                 stage: {k: v for k, v in opts.items() if k not in user_kwargs}
-                for stage, opts in spec.stage_kwargs(overrides).items()
+                for stage, opts in spec.stage_kwargs().items()
             }
             user_stage = {int(k): v for k, v in (overrides.get("attention_stage_kwargs") or {}).items()}
             kwargs["attention_stage_kwargs"] = {

@@ -16,6 +16,9 @@ Kernel size: ``kernel_size=None`` applies the paper's adaptive rule
 Even kernels are refused: they would shift the gates by half a channel.
 Initialisation: PyTorch's default for the 1-D convolution, as in the official code (its weight init loop
 touches only 2-D convolutions).
+
+Placement: after the last BN of the residual branch, before the addition; in MobileNetV2 at the end of every
+inverted-residual branch (the official ECA-MobileNetV2).
 """
 
 from __future__ import annotations

@@ -24,6 +24,9 @@ Deviation (no official code to follow): the spatial convolutions have no bias, b
 BatchNorm whose shift makes a bias redundant. Convolutions are Kaiming-normal (fan-out), BN weight 1, bias 0.
 
 GAM is heavy by design: ungrouped in every ResNet-50 block it adds about 0.5 billion parameters.
+
+Placement: after the last BN of the residual branch, before the addition (the paper inserts GAM in every
+ResNet block; MobileNetV2: the end of every inverted-residual branch).
 """
 
 from __future__ import annotations

@@ -66,15 +66,16 @@ class GCT(AttentionModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
         eps = self.epsilon
+        acc = torch.promote_types(x.dtype, torch.float32)  # at least float32, float64 stays float64
         if self.mode == "l2":
-            norm = torch.linalg.vector_norm(x, 2, dim=(2, 3), keepdim=True, dtype=torch.float32)
+            norm = torch.linalg.vector_norm(x, 2, dim=(2, 3), keepdim=True, dtype=acc)
             embedding = (norm.square() + eps).sqrt() * self.alpha
             normalizer = (embedding.square().mean(dim=1, keepdim=True) + eps).rsqrt()
         else:
             if self.after_relu:
-                total = x.sum(dim=(2, 3), keepdim=True, dtype=torch.float32)
+                total = x.sum(dim=(2, 3), keepdim=True, dtype=acc)
             else:
-                total = torch.linalg.vector_norm(x, 1, dim=(2, 3), keepdim=True, dtype=torch.float32)
+                total = torch.linalg.vector_norm(x, 1, dim=(2, 3), keepdim=True, dtype=acc)
             embedding = total * self.alpha
             normalizer = 1.0 / (embedding.abs().mean(dim=1, keepdim=True) + eps)
         gate = 1.0 + torch.tanh(self.gamma * (embedding * normalizer) + self.beta)

@@ -12,6 +12,8 @@ Both fully connected layers have biases, as in the official release (a popular P
 so has a different parameter count). They are written as 1x1 convolutions on the pooled ``[B, C, 1, 1]``
 tensor: the same function as a Linear layer, with no reshapes, so channels_last input stays channels_last.
 Not an identity at start: the gate begins near 0.5.
+
+Placement: after the last BN of the residual branch, before the addition (the paper's SE-ResNet module).
 """
 
 from __future__ import annotations

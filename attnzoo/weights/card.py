@@ -1,0 +1,183 @@
+"""The model card (README.md) of a published weight: front matter for the Hub, then what a reader needs.
+
+What the model is and which paper it implements, the metrics and the config that trained it, a usage
+snippet, and the citations (the attention's paper and the backbone's).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+# title, authors, venue, arXiv id, BibTeX key; the BibTeX entry is built from these.
+PAPERS: dict[str, dict] = {
+    "se": {
+        "name": "SE (Squeeze-and-Excitation)",
+        "title": "Squeeze-and-Excitation Networks",
+        "authors": ["Jie Hu", "Li Shen", "Gang Sun"],
+        "venue": "CVPR 2018",
+        "booktitle": "Proceedings of the IEEE Conference on Computer Vision and Pattern Recognition (CVPR)",
+        "year": 2018,
+        "arxiv": "1709.01507",
+        "key": "hu2018squeeze",
+        "code": "https://github.com/hujie-frank/SENet",
+    },
+    "eca": {
+        "name": "ECA (Efficient Channel Attention)",
+        "title": "ECA-Net: Efficient Channel Attention for Deep Convolutional Neural Networks",
+        "authors": ["Qilong Wang", "Banggu Wu", "Pengfei Zhu", "Peihua Li", "Wangmeng Zuo", "Qinghua Hu"],
+        "venue": "CVPR 2020",
+        "booktitle": "Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)",
+        "year": 2020,
+        "arxiv": "1910.03151",
+        "key": "wang2020eca",
+        "code": "https://github.com/BangguWu/ECANet",
+    },
+    "gct": {
+        "name": "GCT (Gated Channel Transformation)",
+        "title": "Gated Channel Transformation for Visual Recognition",
+        "authors": ["Zongxin Yang", "Linchao Zhu", "Yu Wu", "Yi Yang"],
+        "venue": "CVPR 2020",
+        "booktitle": "Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)",
+        "year": 2020,
+        "arxiv": "1909.11519",
+        "key": "yang2020gated",
+        "code": "https://github.com/z-x-yang/GCT",
+    },
+    "gc": {
+        "name": "GC (Global Context block, GCNet)",
+        "title": "GCNet: Non-local Networks Meet Squeeze-Excitation Networks and Beyond",
+        "authors": ["Yue Cao", "Jiarui Xu", "Stephen Lin", "Fangyun Wei", "Han Hu"],
+        "venue": "ICCV Workshops 2019",
+        "booktitle": "Proceedings of the IEEE/CVF International Conference on Computer Vision Workshops (ICCVW)",
+        "year": 2019,
+        "arxiv": "1904.11492",
+        "key": "cao2019gcnet",
+        "code": "https://github.com/xvjiarui/GCNet",
+    },
+    "cbam": {
+        "name": "CBAM (Convolutional Block Attention Module)",
+        "title": "CBAM: Convolutional Block Attention Module",
+        "authors": ["Sanghyun Woo", "Jongchan Park", "Joon-Young Lee", "In So Kweon"],
+        "venue": "ECCV 2018",
+        "booktitle": "Proceedings of the European Conference on Computer Vision (ECCV)",
+        "year": 2018,
+        "arxiv": "1807.06521",
+        "key": "woo2018cbam",
+        "code": "https://github.com/Jongchan/attention-module",
+    },
+    "gam": {
+        "name": "GAM (Global Attention Mechanism)",
+        "title": "Global Attention Mechanism: Retain Information to Enhance Channel-Spatial Interactions",
+        "authors": ["Yichao Liu", "Zongru Shao", "Nico Hoffmann"],
+        "venue": "arXiv 2021",
+        "booktitle": None,
+        "year": 2021,
+        "arxiv": "2112.05561",
+        "key": "liu2021global",
+        "code": None,
+    },
+}
+
+BACKBONE_PAPERS: dict[str, dict] = {
+    "resnet": {
+        "name": "ResNet",
+        "title": "Deep Residual Learning for Image Recognition",
+        "authors": ["Kaiming He", "Xiangyu Zhang", "Shaoqing Ren", "Jian Sun"],
+        "venue": "CVPR 2016",
+        "booktitle": "Proceedings of the IEEE Conference on Computer Vision and Pattern Recognition (CVPR)",
+        "year": 2016,
+        "arxiv": "1512.03385",
+        "key": "he2016deep",
+    },
+    "mobilenetv2": {
+        "name": "MobileNetV2",
+        "title": "MobileNetV2: Inverted Residuals and Linear Bottlenecks",
+        "authors": ["Mark Sandler", "Andrew Howard", "Menglong Zhu", "Andrey Zhmoginov", "Liang-Chieh Chen"],
+        "venue": "CVPR 2018",
+        "booktitle": "Proceedings of the IEEE Conference on Computer Vision and Pattern Recognition (CVPR)",
+        "year": 2018,
+        "arxiv": "1801.04381",
+        "key": "sandler2018mobilenetv2",
+    },
+}
+
+
+def bibtex(paper: Mapping) -> str:
+    fields = {"title": paper["title"], "author": " and ".join(paper["authors"]), "year": str(paper["year"])}
+    if paper.get("booktitle"):
+        kind = "inproceedings"
+        fields["booktitle"] = paper["booktitle"]
+    else:
+        kind = "article"
+        fields["journal"] = f"arXiv preprint arXiv:{paper['arxiv']}"
+    body = ",\n".join(f"  {k}={{{v}}}" for k, v in fields.items())
+    return f"@{kind}{{{paper['key']},\n{body}\n}}"
+
+
+def _parts(cfg: Mapping) -> tuple[str | None, str]:
+    """(attention name or None, backbone name) of a config.json."""
+    from attnzoo.registry import get_spec
+
+    spec = get_spec(cfg["architecture"])
+    args = cfg.get("model_args") or {}
+    attention = args["attention"] if "attention" in args else spec.attention
+    return attention, spec.backbone
+
+
+def _paper_line(paper: Mapping) -> str:
+    authors = ", ".join(paper["authors"])
+    return f"{authors}. *{paper['title']}*. {paper['venue']}. [arXiv:{paper['arxiv']}](https://arxiv.org/abs/{paper['arxiv']})"
+
+
+def _table(metrics: Mapping) -> str:
+    rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
+    return f"| metric | value |\n|---|---|\n{rows}"
+
+
+def render_card(cfg: Mapping, repo_id: str | None = None, license: str = "apache-2.0",
+                datasets: list[str] | None = None) -> str:
+    attention, backbone = _parts(cfg)
+    backbone_paper = BACKBONE_PAPERS["mobilenetv2" if backbone == "mobilenetv2" else "resnet"]
+    paper = PAPERS.get(attention) if attention else None
+    name = cfg["architecture"]
+    tags = ["image-classification", "attnzoo", "pytorch", "safetensors", backbone] + ([attention] if attention else [])
+    front = ["---", "library_name: attnzoo", f"license: {license}", "pipeline_tag: image-classification", "tags:"]
+    front += [f"- {t}" for t in tags]
+    if datasets:
+        front += ["datasets:"] + [f"- {d}" for d in datasets]
+    front.append("---")
+
+    what = (f"**{name}**: {backbone_paper['name']} ({backbone}) with {paper['name']} attention, as built by "
+            f"`attnzoo.create_model({name!r})`." if paper else
+            f"**{name}**: the plain {backbone_paper['name']} ({backbone}) without attention.")
+    lines = [*front, "", f"# {name}", "", what, ""]
+    if paper:
+        lines += [f"- Attention: {_paper_line(paper)}" + (f" (official code: {paper['code']})" if paper.get("code") else "")]
+    lines += [f"- Backbone: {_paper_line(backbone_paper)}", ""]
+    lines += ["## Model", "", f"- classes: {cfg['num_classes']}" + (
+        f" ({', '.join(cfg['label_names'][:10])}{', ...' if len(cfg['label_names']) > 10 else ''})"
+        if cfg.get("label_names") else "")]
+    if cfg.get("model_args"):
+        lines.append(f"- options: `{json.dumps(cfg['model_args'], sort_keys=True)}`")
+    if cfg.get("preprocessing"):
+        pre = cfg["preprocessing"]
+        lines.append(f"- preprocessing: input {pre.get('input_size')}, {pre.get('interpolation')} resize, crop "
+                     f"fraction {pre.get('crop_pct')}, mean {pre.get('mean')}, std {pre.get('std')}")
+    lines += [f"- attnzoo version: {cfg.get('attnzoo_version')}", ""]
+    source = cfg.get("source")
+    if source:
+        lines += ["## Source", "", source if isinstance(source, str) else "```json\n" + json.dumps(source, indent=2)
+                  + "\n```", ""]
+    lines += ["## Metrics", ""]
+    lines += [_table(cfg["metrics"]) if cfg.get("metrics") else "No metrics were recorded with these weights.", ""]
+    if cfg.get("train_config"):
+        lines += ["## Training configuration", "", "```json", json.dumps(cfg["train_config"], indent=2, sort_keys=True),
+                  "```", ""]
+    source_arg = f"hf-hub:{repo_id}" if repo_id else "path/to/this/directory"
+    lines += ["## Usage", "", "```python", "import attnzoo", "",
+              f'model = attnzoo.load("{source_arg}")  # or num_classes=N for a fresh head', "model.eval()",
+              "print(model.preprocessing)  # the transforms these weights expect", "```", "",
+              "The weights are a safetensors file: loading them runs no code.", "", "## Citation", "", "```bibtex"]
+    lines += ["\n\n".join(bibtex(p) for p in (paper, backbone_paper) if p), "```", ""]
+    return "\n".join(lines)

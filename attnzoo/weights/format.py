@@ -1,0 +1,211 @@
+"""The on-disk format of one published weight, and building a model back from it.
+
+A weight is a directory with three files:
+
+- ``model.safetensors``: the state dict with clean keys (no ``module.``, no ``_orig_mod.``);
+- ``config.json``: what rebuilds the model (architecture, num_classes, model_args), the preprocessing, label
+  names, metrics, the training config and the attnzoo version;
+- ``README.md``: the model card (see :mod:`attnzoo.weights.card`).
+
+safetensors holds tensors only, so reading a weight never runs code: that is the point of the format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from attnzoo.errors import AttnzooError
+
+log = logging.getLogger("attnzoo.weights")
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+FORMAT_VERSION = 1
+
+# Prefixes that wrappers add to every key: DataParallel/DDP (`module.`) and torch.compile (`_orig_mod.`).
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def clean_key(key: str) -> str:
+    """Strip wrapper prefixes wherever they stack at the start of a key (`module._orig_mod.conv1.weight`)."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    return key.replace("._orig_mod.", ".")
+
+
+def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    cleaned: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        new = clean_key(key)
+        if new in cleaned:
+            raise AttnzooError(f"two entries of the state dict map to the same key {new!r} once wrapper prefixes "
+                               f"({', '.join(WRAPPER_PREFIXES)}) are stripped.")
+        cleaned[new] = value
+    return cleaned
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _jsonable(value, what: str):
+    """Plain JSON values only: a config.json that cannot be read back is worse than an early error."""
+    def convert(v):
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            v = v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, Mapping):
+            return {str(k): convert(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [convert(x) for x in v]
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        if isinstance(v, Path):
+            return str(v)
+        raise AttnzooError(f"{what} must hold plain values (numbers, strings, lists, dicts); got {type(v).__name__} "
+                           f"{v!r}.")
+    return convert(value)
+
+
+def build_config(model: nn.Module, metrics=None, class_names=None, train_config=None, source=None) -> dict:
+    """The config.json of ``model`` (which must come from ``attnzoo.create_model`` or ``attnzoo.load``)."""
+    from attnzoo import __version__
+
+    cfg = getattr(model, "attnzoo_config", None)
+    if not isinstance(cfg, Mapping) or "architecture" not in cfg:
+        raise AttnzooError("save_pretrained needs a model built by attnzoo.create_model or attnzoo.load (it carries "
+                           "`attnzoo_config`, which rebuilds it); this model has none.")
+    num_classes = int(getattr(model, "num_classes", cfg.get("num_classes")))
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+        if len(class_names) != num_classes:
+            raise AttnzooError(f"class_names has {len(class_names)} names but the model has {num_classes} classes.")
+    preprocessing = getattr(model, "preprocessing", None)
+    return {
+        "architecture": cfg["architecture"],
+        "num_classes": num_classes,
+        "model_args": _jsonable(dict(cfg.get("model_args") or {}), "model_args"),
+        "preprocessing": _jsonable(dict(preprocessing), "preprocessing") if preprocessing else None,
+        "label_names": class_names,
+        "metrics": _jsonable(dict(metrics or {}), "metrics"),
+        "train_config": _jsonable(train_config, "train_config") if train_config is not None else None,
+        "source": _jsonable(source, "source") if source is not None else None,
+        "attnzoo_version": __version__,
+        "format_version": FORMAT_VERSION,
+    }
+
+
+def write_weights(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    # Clones make every tensor own its storage: safetensors refuses tensors that share memory.
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in clean_state_dict(model.state_dict()).items()}
+    # One metadata entry only: safetensors writes a metadata map in no fixed order, and the same weights
+    # must give the same bytes (the sha256 in the index is computed on export and checked on load).
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise AttnzooError(f"cannot read weights {str(path)!r}: not a valid safetensors file ({err}).") from None
+
+
+def read_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise AttnzooError(f"no {CONFIG_NAME} at {str(path)!r}: attnzoo weights are a directory with "
+                           f"{WEIGHTS_NAME} and {CONFIG_NAME} (write one with attnzoo.save_pretrained or "
+                           f"`attnzoo export`).")
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise AttnzooError(f"{str(path)!r} is not valid JSON: {err}.") from None
+    missing = [k for k in ("architecture", "num_classes") if k not in (cfg if isinstance(cfg, dict) else {})]
+    if missing:
+        raise AttnzooError(f"{str(path)!r} lacks {', '.join(missing)}: it is not an attnzoo config.json.")
+    if not isinstance(cfg.get("model_args") or {}, dict):
+        raise AttnzooError(f"{str(path)!r}: model_args must be a JSON object, got {cfg['model_args']!r}.")
+    return cfg
+
+
+def model_from_config(cfg: Mapping) -> nn.Module:
+    from attnzoo.registry import create_model
+
+    model = create_model(cfg["architecture"], num_classes=int(cfg["num_classes"]), **dict(cfg.get("model_args") or {}))
+    if cfg.get("preprocessing"):
+        model.preprocessing = dict(cfg["preprocessing"])
+    return model
+
+
+def _classifier_keys(model: nn.Module) -> set[str]:
+    name = getattr(model, "classifier_name", None)
+    return {f"{name}.weight", f"{name}.bias"} if name else set()
+
+
+def _listing(keys, limit: int = 8) -> str:
+    keys = sorted(keys)
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def apply_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True,
+                     what: str = "the weights") -> None:
+    """``load_state_dict`` with errors a user can act on: missing, unexpected and mis-shaped keys are named."""
+    state_dict = clean_state_dict(state_dict)
+    own = model.state_dict()
+    missing = set(own) - set(state_dict)
+    unexpected = set(state_dict) - set(own)
+    mis_shaped = [f"{k} {list(state_dict[k].shape)} (model: {list(own[k].shape)})"
+                  for k in sorted(set(own) & set(state_dict)) if state_dict[k].shape != own[k].shape]
+    problems = []
+    if mis_shaped:
+        problems.append(f"shapes differ for {_listing(mis_shaped, 5)}")
+    if missing:
+        problems.append(f"missing keys: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listing(unexpected)}")
+    if mis_shaped or (problems and strict):
+        hint = "" if mis_shaped else " Pass strict=False to load the matching keys anyway."
+        raise AttnzooError(f"{what} do not fit {model.attnzoo_config['architecture']} ({'; '.join(problems)}).{hint}")
+    if problems:
+        log.warning("loading %s with strict=False: %s", what, "; ".join(problems))
+    model.load_state_dict({k: v for k, v in state_dict.items() if k in own}, strict=False)
+
+
+def build_model(cfg: Mapping, state_dict: Mapping[str, torch.Tensor], num_classes: int | None = None,
+                strict: bool = True, what: str = "the weights") -> nn.Module:
+    """Rebuild the model of a config.json, load its weights, and reset the head for a new ``num_classes``."""
+    model = model_from_config(cfg)
+    apply_state_dict(model, state_dict, strict=strict, what=what)
+    model.label_names = list(cfg["label_names"]) if cfg.get("label_names") else None
+    model.pretrained_cfg = dict(cfg)
+    if num_classes is not None and int(num_classes) != model.num_classes:
+        log.warning("%s were trained for %d classes; the classifier (%s) is reset to %d classes and needs training.",
+                    what, model.num_classes, getattr(model, "classifier_name", "head"), num_classes)
+        model.reset_classifier(int(num_classes))
+        model.attnzoo_config = {**model.attnzoo_config, "num_classes": int(num_classes)}
+        model.label_names = None
+    return model

@@ -1,0 +1,105 @@
+"""Shared test setup.
+
+The Hugging Face Hub environment is set here, at conftest import, i.e. before any test module imports
+huggingface_hub (which reads HF_ENDPOINT, HF_HOME and the telemetry switch once, at import): a temporary
+HF_HOME (no real token, no real cache), no telemetry, and HF_ENDPOINT pointing at the in-memory Hub of
+tests/hub_server.py, whose socket is bound now so its address is known. It serves once the `hub_server`
+fixture starts it. attnzoo itself reads these variables at call time, so the `hub` fixture can give every
+test its own cache directory.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+
+import pytest
+
+from hub_server import HubServer
+
+_HF_HOME = tempfile.mkdtemp(prefix="attnzoo-test-hf-home-")
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)
+for _var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE",
+             "ATTNZOO_CHECKPOINTS"):
+    os.environ.pop(_var, None)
+os.environ["HF_HOME"] = _HF_HOME
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+_HUB = HubServer()
+os.environ["HF_ENDPOINT"] = _HUB.url
+
+TEST_TOKEN = "hf_attnzoo_test_token"
+
+
+@pytest.fixture(scope="session")
+def hub_server():
+    _HUB.start()
+    yield _HUB
+    _HUB.stop()
+
+
+@pytest.fixture
+def hub(hub_server, tmp_path, monkeypatch):
+    """The test Hub, emptied, with a fresh Hub cache for this test and a (fake) write token."""
+    hub_server.reset()
+    monkeypatch.setenv("HF_ENDPOINT", hub_server.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_TOKEN", TEST_TOKEN)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return hub_server
+
+
+@pytest.fixture
+def make_lightning_checkpoint(tmp_path):
+    """A factory of checkpoints laid out like those of attnzoo.training.module.ImageClassifier.
+
+    Weights under ``model.``, metadata in ``checkpoint["attnzoo"]``, hyper-parameters as the module saves
+    them. ``ema="module"``: the module's AveragedModel copy under ``ema.module.``; ``ema="callback"``:
+    Lightning's WeightAveraging layout. Returns (path, model) where model holds the weights an export must
+    produce (the averaged ones when there is an average).
+    """
+    import torch
+
+    import attnzoo
+
+    def make(name="r18", num_classes=3, seed=0, ema=None, class_names=None, filename=None, **model_args):
+        torch.manual_seed(seed)
+        model = attnzoo.create_model(name, num_classes=num_classes, **model_args).eval()
+        for module in model.modules():  # non-trivial BatchNorm statistics, so eval outputs depend on them
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+        weights = {k: v.clone() for k, v in model.state_dict().items()}
+        other = {k: v + 1.0 if v.is_floating_point() else v for k, v in weights.items()}  # the "live" ones
+        class_names = class_names or [f"class_{i}" for i in range(num_classes)]
+        checkpoint = {
+            "epoch": 4,
+            "global_step": 40,
+            "pytorch-lightning_version": "2.6.6",
+            "hyper_parameters": {"model": name, "num_classes": num_classes, "model_args": model_args,
+                                 "class_names": class_names, "preprocessing": None, "label_smoothing": 0.1,
+                                 "ema_decay": 0.999 if ema == "module" else None, "compile": False},
+            "attnzoo": {"attnzoo_config": dict(model.attnzoo_config), "preprocessing": dict(model.preprocessing),
+                        "class_names": class_names, "ema": ema == "module"},
+            "callbacks": {"ModelCheckpoint{'monitor': 'val/acc1'}": {"monitor": "val/acc1",
+                                                                     "best_model_score": torch.tensor(0.625)}},
+            "optimizer_states": [{"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]}],
+        }
+        if ema == "module":
+            state = {f"model.{k}": v for k, v in other.items()}
+            state.update({f"ema.module.{k}": v for k, v in weights.items()})
+            state["ema.n_averaged"] = torch.tensor(40)
+        elif ema == "callback":
+            state = {f"model.{k}": v for k, v in weights.items()}
+            checkpoint["current_model_state"] = {f"model.{k}": v for k, v in other.items()}
+            checkpoint["averaging_state"] = {"n_averaged": torch.tensor(40)}
+        else:
+            state = {f"model.{k}": v for k, v in weights.items()}
+        checkpoint["state_dict"] = state
+        path = tmp_path / (filename or f"{name}-seed{seed}.ckpt")
+        torch.save(checkpoint, path)
+        return path, model
+
+    return make

@@ -1,0 +1,208 @@
+"""Converters for the official checkpoints, on state dicts laid out like the official releases.
+
+The official layouts are written out here from the official model code (not from attnzoo's converter rules):
+the plain parts keep torchvision's names in all three repos, the attention parts are named as below, and the
+files are saved the way their training scripts save them (DataParallel's `module.` prefix, a dict with
+`state_dict`, `epoch`, `best_prec1`, `optimizer`).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import attnzoo
+from attnzoo.cli import main
+from attnzoo.errors import AttnzooError
+from attnzoo.weights.commands import convert_command
+from attnzoo.weights.convert import convert
+
+X = torch.randn(1, 3, 40, 40, generator=torch.Generator().manual_seed(2))
+G = torch.Generator().manual_seed(3)
+
+
+def _randn(*shape):
+    return torch.randn(*shape, generator=G)
+
+
+def _plain(name: str, num_classes: int = 10) -> dict[str, torch.Tensor]:
+    """A plain network's state dict (torchvision's keys) with random values."""
+    state = attnzoo.create_model(name, num_classes=num_classes).state_dict()
+    return {k: (_randn(*v.shape).abs() + 0.5 if "running_var" in k else _randn(*v.shape) * 0.1)
+            if v.is_floating_point() else v for k, v in state.items()}
+
+
+def _blocks(state) -> list[tuple[str, int]]:
+    """(block prefix, output channels) of every residual block, from the last BN of each block."""
+    out = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        if key.startswith("layer") and parts[2].startswith("bn") and parts[3] == "weight":
+            out[f"{parts[0]}.{parts[1]}"] = max(out.get(f"{parts[0]}.{parts[1]}", 0), value.shape[0])
+    return sorted(out.items())
+
+
+def _save(tmp_path, state, name="official.pth.tar"):
+    path = tmp_path / name
+    torch.save({"epoch": 100, "arch": "official", "best_prec1": 77.0, "optimizer": {"state": {}},
+                "state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    return path
+
+
+def ecanet_resnet18(kernels=(3, 5, 7, 7)):
+    # BangguWu/ECANet models/eca_resnet.py: self.eca = eca_layer(planes, k_size); eca_layer.conv = Conv1d(1, 1, k)
+    state = _plain("r18")
+    for block, _ in _blocks(state):
+        state[f"{block}.eca.conv.weight"] = _randn(1, 1, kernels[int(block[5]) - 1])
+    return state
+
+
+def ecanet_mobilenetv2():
+    # models/eca_mobilenetv2.py: eca_layer is the last entry of InvertedResidual.conv; k = 1 if c <= 96 else 3.
+    state = _plain("mobilenetv2")
+    index = 1
+    for t, c, n in [(1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3), (6, 160, 3), (6, 320, 1)]:
+        for _ in range(n):
+            position = 3 if t == 1 else 4
+            state[f"features.{index}.conv.{position}.conv.weight"] = _randn(1, 1, 1 if c <= 96 else 3)
+            index += 1
+    return state
+
+
+def cbam_resnet18():
+    # Jongchan/attention-module MODELS/cbam.py: ChannelGate.mlp = Sequential(Flatten, Linear, ReLU, Linear);
+    # SpatialGate.spatial = BasicConv(conv 2->1 7x7 no bias, bn).
+    state = _plain("r18")
+    for block, channels in _blocks(state):
+        hidden = channels // 16
+        gate = f"{block}.cbam"
+        state[f"{gate}.ChannelGate.mlp.1.weight"] = _randn(hidden, channels)
+        state[f"{gate}.ChannelGate.mlp.1.bias"] = _randn(hidden)
+        state[f"{gate}.ChannelGate.mlp.3.weight"] = _randn(channels, hidden)
+        state[f"{gate}.ChannelGate.mlp.3.bias"] = _randn(channels)
+        state[f"{gate}.SpatialGate.spatial.conv.weight"] = _randn(1, 2, 7, 7)
+        for name, value in (("weight", _randn(1)), ("bias", _randn(1)), ("running_mean", _randn(1)),
+                            ("running_var", torch.ones(1)), ("num_batches_tracked", torch.tensor(5))):
+            state[f"{gate}.SpatialGate.spatial.bn.{name}"] = value
+    return state
+
+
+def gct_resnet50():
+    # z-x-yang/GCT PyTorch/resnet.py: stem.conv1 = Sequential(GCT(3), Conv2d); stem.bn1; blocks convK =
+    # Sequential(GCT, Conv2d); downsample = Sequential(GCT, Conv2d, BN); GCT has alpha, gamma, beta [1, C, 1, 1].
+    plain = _plain("r50", 1000)
+    state = {}
+
+    def gct(prefix, channels):
+        state[f"{prefix}.alpha"] = 1 + 0.1 * _randn(1, channels, 1, 1)
+        state[f"{prefix}.gamma"] = 0.1 * _randn(1, channels, 1, 1)
+        state[f"{prefix}.beta"] = 0.1 * _randn(1, channels, 1, 1)
+
+    for key, value in plain.items():
+        parts = key.split(".")
+        if parts[0] == "conv1":
+            gct("stem.conv1.0", 3)
+            state["stem.conv1.1.weight"] = value
+        elif parts[0] == "bn1":
+            state[f"stem.{key}"] = value
+        elif key.startswith("layer") and parts[2].startswith("conv"):
+            gct(f"{parts[0]}.{parts[1]}.{parts[2]}.0", value.shape[1])
+            state[f"{parts[0]}.{parts[1]}.{parts[2]}.1.weight"] = value
+        elif key.startswith("layer") and parts[2] == "downsample":
+            block = f"{parts[0]}.{parts[1]}.downsample"
+            if parts[3] == "0":
+                gct(f"{block}.0", value.shape[1])
+                state[f"{block}.1.weight"] = value
+            else:
+                state[f"{block}.2.{parts[4]}"] = value
+        else:
+            state[key] = value
+    return state
+
+
+def test_ecanet_resnet_converts_with_the_released_kernel_sizes(tmp_path, capsys):
+    official = ecanet_resnet18(kernels=(3, 3, 3, 3))  # the official eca_resnet18() hard-codes k=3 everywhere
+    path = _save(tmp_path, official)
+    main(["convert", "--from", "ecanet", str(path), "--model", "eca_r18", "--out", str(tmp_path / "out")])
+    model = attnzoo.load(str(tmp_path / "out"))
+    state = model.state_dict()
+    assert torch.equal(state["layer4.1.attn.conv.weight"], official["layer4.1.eca.conv.weight"])
+    assert torch.equal(state["layer2.0.conv1.weight"], official["layer2.0.conv1.weight"])
+    assert "stage 2: k=3" in capsys.readouterr().out
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["source"]["kind"] == "converted" and cfg["source"]["file"] == "official.pth.tar"
+    assert model(X).shape == (1, 10)
+
+
+def test_ecanet_mobilenetv2_converts(tmp_path):
+    official = ecanet_mobilenetv2()
+    path = _save(tmp_path, official)
+    main(["convert", "--from=ecanet", str(path), "--model", "eca_mobilenetv2", "--out", str(tmp_path / "out")])
+    state = attnzoo.load(str(tmp_path / "out")).state_dict()
+    assert torch.equal(state["features.1.attn.conv.weight"], official["features.1.conv.3.conv.weight"])
+    assert torch.equal(state["features.12.attn.conv.weight"], official["features.12.conv.4.conv.weight"])
+    assert torch.equal(state["features.15.attn.conv.weight"], official["features.15.conv.4.conv.weight"])
+
+
+def test_cbam_converts_linear_mlp_into_1x1_convs(tmp_path):
+    official = cbam_resnet18()
+    path = _save(tmp_path, official, "RESNET18_CBAM.pth")
+    main(["convert", "--from", "cbam", str(path), "--model", "cbam_r18", "--out", str(tmp_path / "out")])
+    model = attnzoo.load(str(tmp_path / "out"))
+    state = model.state_dict()
+    mlp = official["layer3.1.cbam.ChannelGate.mlp.1.weight"]
+    assert torch.equal(state["layer3.1.attn.channel_mlp.0.weight"].flatten(1), mlp)
+    assert torch.equal(state["layer3.1.attn.spatial_bn.running_mean"],
+                       official["layer3.1.cbam.SpatialGate.spatial.bn.running_mean"])
+    assert torch.isfinite(model(X)).all()
+
+
+def test_gct_converts_and_warns_about_the_stride(tmp_path, capsys):
+    official = gct_resnet50()
+    path = _save(tmp_path, official)
+    main(["convert", "--from", "gct", str(path), "--model", "gct_r50", "--out", str(tmp_path / "out")])
+    assert "WARNING" in capsys.readouterr().out
+    state = attnzoo.load(str(tmp_path / "out")).state_dict()
+    assert torch.equal(state["conv1.gate.alpha"], official["stem.conv1.0.alpha"])
+    assert torch.equal(state["layer2.0.conv2.gate.beta"], official["layer2.0.conv2.0.beta"])
+    assert torch.equal(state["layer2.0.downsample.0.weight"], official["layer2.0.downsample.1.weight"])
+    assert torch.equal(state["layer2.0.downsample.1.running_var"], official["layer2.0.downsample.2.running_var"])
+    assert "stride_in_1x1" in json.loads((tmp_path / "out" / "config.json").read_text())["source"]["warning"]
+    assert "stride_in_1x1" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_torchvision_weights_convert_by_identity(tmp_path):
+    official = _plain("r18", 1000)
+    path = tmp_path / "resnet18-f37072fd.pth"
+    torch.save(official, path)  # torchvision files are bare state dicts
+    main(["convert", "--from", "torchvision", str(path), "--model", "resnet18", "--out", str(tmp_path / "out")])
+    state = attnzoo.load(str(tmp_path / "out")).state_dict()
+    assert all(torch.equal(state[k], v) for k, v in official.items())
+
+
+def test_mismatched_checkpoints_are_refused_with_keys_and_shapes(tmp_path, capsys):
+    path = _save(tmp_path, ecanet_resnet18())
+    with pytest.raises(AttnzooError, match=r"missing in the file: layer1\.2\."):
+        convert("ecanet", path, "eca_r34", tmp_path / "out34")
+    broken = cbam_resnet18()
+    broken["layer1.0.cbam.ChannelGate.mlp.1.weight"] = _randn(8, 64)
+    path = _save(tmp_path, broken, "broken.pth")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["convert", "--from", "cbam", str(path), "--model", "cbam_r18", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "layer1.0.attn.channel_mlp.0.weight [8, 64] (attnzoo: [4, 64, 1, 1])" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("release, model, message", [
+    ("torchvision", "gct_r50", "backbone_weights"),
+    ("ecanet", "cbam_r18", "eca attention"),
+    ("timm", "r18", "unknown --from release 'timm'"),
+])
+def test_release_and_model_must_agree(tmp_path, release, model, message):
+    path = _save(tmp_path, _plain("r18"))
+    with pytest.raises(AttnzooError, match=message):
+        convert_command(str(path), source=release, model=model, out=str(tmp_path / "o"))
