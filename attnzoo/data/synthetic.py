@@ -95,7 +95,7 @@ def render_shapes(labels: np.ndarray, size: int, rng: np.random.Generator) -> np
     fg = rng.uniform(0, 1, (n, 3, 1, 1)).astype(np.float32)
     weak = np.abs(fg - bg).sum(axis=1, keepdims=True) < 0.6
     fg = np.where(weak, 1.0 - bg, fg).astype(np.float32)
-    scale = rng.uniform(0.4, 0.7, (n, 1, 1))
+    scale = rng.uniform(0.5, 0.75, (n, 1, 1))
     cx, cy = rng.uniform(-1, 1, (2, n, 1, 1)) * (0.95 - scale)
     theta = rng.uniform(0, 2 * np.pi, (n, 1, 1))
     cos, sin = (np.cos(theta) / scale).astype(np.float32), (np.sin(theta) / scale).astype(np.float32)
@@ -106,7 +106,7 @@ def render_shapes(labels: np.ndarray, size: int, rng: np.random.Generator) -> np
         idx = labels == label
         shape[idx] = _shape_mask(int(label), u[idx], v[idx])
 
-    under, over = _strokes(rng, n, 3, xx, yy), _strokes(rng, n, 1, xx, yy)
+    under, over = _strokes(rng, n, 2, xx, yy), _strokes(rng, n, 1, xx, yy)
     for mask, colour in [*under, (shape, fg), *over]:
         np.copyto(img, np.broadcast_to(colour, img.shape), where=mask[:, None])
 
