@@ -32,7 +32,10 @@ class PredictionWriter(L.Callback):
         if isinstance(outputs, list):
             self._rows.extend(row for row in outputs if isinstance(row, dict))
 
-    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # After every callback's on_predict_end: the progress bar is closed and the lines stay clean.
+        if stage != "predict":
+            return
         if self.output_file:
             path = Path(self.output_file)
             if trainer.world_size > 1 and trainer.global_rank > 0:
