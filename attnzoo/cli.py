@@ -18,6 +18,7 @@ from attnzoo.errors import AttnzooError
 EXTRA_COMMANDS: dict[str, str] = {
     "list": "attnzoo.commands:list_command",
     "info": "attnzoo.commands:info_command",
+    "bench": "attnzoo.bench.command:bench_command",
 }
 
 
