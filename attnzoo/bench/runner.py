@@ -63,8 +63,8 @@ def _dynamo_room(models: int):
         yield
 
 
-def _row(entry: Entry, mode: str, setting: Setting, contestant: Contestant | None) -> dict:
-    row = {
+def _row(entry: Entry, mode: str, setting: Setting) -> dict:
+    return {
         "model": entry.label,
         "backbone": entry.backbone,
         "attention": entry.attention,
@@ -78,17 +78,20 @@ def _row(entry: Entry, mode: str, setting: Setting, contestant: Contestant | Non
         "resolution": setting.resolution,
         "error": None,
     }
-    if contestant is not None:
-        times = summary(contestant.times)
-        row.update(
-            iterations_per_timing=contestant.iterations,
-            timings=len(contestant.times),
-            latency_s=times,
-            images_per_s={k: setting.batch / times[k2] for k, k2 in (("median", "median"), ("min", "max"), ("max", "min"))},
-            first_call_s=contestant.first_call_s,
-            compile_s=None if mode == EAGER else max(0.0, contestant.first_call_s - times["median"]),
-        )
-    return row
+
+
+def _add_times(row: dict, contestant: Contestant) -> None:
+    times = summary(contestant.times)
+    row.update(
+        iterations_per_timing=contestant.iterations,
+        timings=len(contestant.times),
+        latency_s=times,
+        # the fastest timing is the highest throughput
+        images_per_s={"median": row["batch"] / times["median"], "min": row["batch"] / times["max"],
+                      "max": row["batch"] / times["min"]},
+        first_call_s=contestant.first_call_s,
+        compile_s=None if row["compile"] == EAGER else max(0.0, contestant.first_call_s - times["median"]),
+    )
 
 
 def _ratio_rows(rows: dict, contestants: dict, entries: list[Entry], modes: list[str]) -> list[dict]:
@@ -202,7 +205,7 @@ def _measure_setting(entries, modes, setting, num_classes, model_args, warmup, r
     workloads, contestants, rows = {}, {}, {}
     for entry, mode in itertools.product(entries, modes):
         key = (entry.label, mode)
-        rows[key] = _row(entry, mode, setting, None)
+        rows[key] = _row(entry, mode, setting)
         try:
             workload = make_workload(entry, mode, setting, num_classes, model_args)
             contestant = Contestant(key, workload.run)
@@ -225,7 +228,7 @@ def _measure_setting(entries, modes, setting, num_classes, model_args, warmup, r
     interleave(reference, subjects, setting.device, repeats)
     for key, contestant in contestants.items():
         if contestant is not None:
-            rows[key].update({k: v for k, v in _row(*_entry_mode(entries, key), setting, contestant).items() if k != "error"})
+            _add_times(rows[key], contestant)
     speedups = _ratio_rows(rows, contestants, entries, modes)
     if measure_memory:
         for key, workload in workloads.items():
@@ -244,9 +247,3 @@ def _measure_setting(entries, modes, setting, num_classes, model_args, warmup, r
     del workloads, contestants
     gc.collect()
     return list(rows.values()), speedups
-
-
-def _entry_mode(entries, key):
-    return next(e for e in entries if e.label == key[0]), key[1]
-
-
