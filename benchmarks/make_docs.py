@@ -1,6 +1,6 @@
 """Generate docs/benchmarks.md from the bench.json files of a run (see benchmarks/cpu_focused.sh).
 
-    python benchmarks/make_docs.py bench-out/cpu > docs/benchmarks.md
+    python benchmarks/make_docs.py bench-out/cpu docs     # writes docs/benchmarks.md and docs/benchmarks/*.png
 
 Every number in the page comes from the JSON; the goals of issue 5 are checked here, not by hand.
 """
@@ -8,6 +8,7 @@ Every number in the page comes from the JSON; the goals of issue 5 are checked h
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def goals(runs: list[tuple[str, dict]]) -> list[str]:
     return lines
 
 
-def main(root: str) -> str:
+def render(root: str) -> str:
     runs = load(Path(root))
     machine = runs[0][1]["machine"]
     out = [
@@ -150,5 +151,17 @@ def main(root: str) -> str:
     return "\n".join(out)
 
 
+def main(root: str, docs: str) -> None:
+    page = render(root)
+    docs_dir = Path(docs)
+    (docs_dir / "benchmarks").mkdir(parents=True, exist_ok=True)
+    for png in sorted(Path(root).glob("*/bench.png")):
+        if png.stat().st_size < 200_000:  # the repository keeps small pictures only
+            shutil.copyfile(png, docs_dir / "benchmarks" / f"{png.parent.name}.png")
+    (docs_dir / "benchmarks.md").write_text(page + "\n")
+
+
 if __name__ == "__main__":
-    print(main(sys.argv[1] if len(sys.argv) > 1 else "bench-out/cpu"))
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: python benchmarks/make_docs.py RUN_DIR DOCS_DIR")
+    main(sys.argv[1], sys.argv[2])
