@@ -3,7 +3,7 @@
 # inference and training step, every attention model interleaved with its plain backbone; then eager vs
 # compiled for ResNet-50 inference (without and with inductor freezing). One torch thread: the machine is
 # shared, and a 2-thread OpenMP region stalls whenever one of its threads is descheduled.
-# Usage: benchmarks/cpu_focused.sh [OUT_DIR]   (then: python benchmarks/make_docs.py OUT_DIR > docs/benchmarks.md)
+# Usage: benchmarks/cpu_focused.sh [OUT_DIR]   (then: python benchmarks/make_docs.py OUT_DIR docs)
 set -euo pipefail
 OUT=${1:-bench-out/cpu}
 COMMON=(--device cpu --threads 1 --batch_sizes '[8]' --resolutions '[224]' --warmup 1 --repeats 3 --min_time 0.3)
