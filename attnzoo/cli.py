@@ -21,6 +21,7 @@ EXTRA_COMMANDS: dict[str, str] = {
     "push": "attnzoo.weights.commands:push_command",
     "export": "attnzoo.weights.commands:export_command",
     "convert": "attnzoo.weights.commands:convert_command",
+    "bench": "attnzoo.bench.command:bench_command",
 }
 
 

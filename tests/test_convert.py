@@ -159,17 +159,20 @@ def test_cbam_converts_linear_mlp_into_1x1_convs(tmp_path):
     assert torch.isfinite(model(X)).all()
 
 
-def test_gct_converts_and_warns_about_the_stride(tmp_path, capsys):
+def test_gct_converts_with_the_official_stride_layout(tmp_path, capsys):
     official = gct_resnet50()
     path = _save(tmp_path, official)
     main(["convert", "--from", "gct", str(path), "--model", "gct_r50", "--out", str(tmp_path / "out")])
-    assert "WARNING" in capsys.readouterr().out
-    state = attnzoo.load(str(tmp_path / "out")).state_dict()
+    assert "stride_in_1x1=True" in capsys.readouterr().out
+    model = attnzoo.load(str(tmp_path / "out"))
+    assert model.layer2[0].conv1.stride == (2, 2) and model.layer2[0].conv2.stride == (1, 1)
+    state = model.state_dict()
     assert torch.equal(state["conv1.gate.alpha"], official["stem.conv1.0.alpha"])
     assert torch.equal(state["layer2.0.conv2.gate.beta"], official["layer2.0.conv2.0.beta"])
     assert torch.equal(state["layer2.0.downsample.0.weight"], official["layer2.0.downsample.1.weight"])
     assert torch.equal(state["layer2.0.downsample.1.running_var"], official["layer2.0.downsample.2.running_var"])
-    assert "stride_in_1x1" in json.loads((tmp_path / "out" / "config.json").read_text())["source"]["warning"]
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["model_args"]["stride_in_1x1"] is True
     assert "stride_in_1x1" in (tmp_path / "out" / "README.md").read_text()
 
 

@@ -227,3 +227,13 @@ def test_compile_inductor_matches_eager():
     compiled = torch.compile(model, fullgraph=True)
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-3, atol=1e-4)
+
+
+def test_stride_in_1x1_moves_the_stride_and_keeps_every_shape():
+    default, msra = attnzoo.create_model("gct_r50"), attnzoo.create_model("gct_r50", stride_in_1x1=True)
+    assert {k: v.shape for k, v in default.state_dict().items()} == {k: v.shape for k, v in msra.state_dict().items()}
+    assert msra.layer3[0].conv1.stride == (2, 2) and msra.layer3[0].conv2.stride == (1, 1)
+    assert default.layer3[0].conv1.stride == (1, 1) and default.layer3[0].conv2.stride == (2, 2)
+    assert msra.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+    with pytest.raises(AttnzooError, match="bottleneck"):
+        attnzoo.create_model("r18", stride_in_1x1=True)

@@ -19,6 +19,13 @@ touches only 2-D convolutions).
 
 Placement: after the last BN of the residual branch, before the addition; in MobileNetV2 at the end of every
 inverted-residual branch (the official ECA-MobileNetV2).
+
+Implementation note: the k-tap convolution along the channels is computed as the sum of k shifted slices of
+the zero-padded [B, C] descriptor, each times its tap (``conv.weight`` is still the stored [1, 1, k] kernel):
+exactly the cross-correlation ``nn.Conv1d`` computes. As a Conv1d it was a separate oneDNN call on a
+[B, 1, C] tensor that torch.compile cannot fuse, and on the CPU it cost several times the pooling itself;
+as k multiply-adds it fuses into one small kernel, and the gate multiplies x in one pass that compile fuses
+with the residual addition. k and C are fixed at construction, so the slices are static under compile.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from attnzoo.attention.base import AttentionModule, check_odd_kernel
@@ -51,9 +59,11 @@ class ECA(AttentionModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        squeezed = x.mean((2, 3)).unsqueeze(1)  # [B, 1, C]: channels become the 1-D "length" axis
-        gate = torch.sigmoid(self.conv(squeezed))
-        return x * gate.transpose(1, 2).unsqueeze(-1)  # [B, C, 1, 1]
+        pad = (self.kernel_size - 1) // 2
+        padded = F.pad(x.mean((2, 3)), (pad, pad))  # [B, C + k - 1], zeros at both ends
+        taps = self.conv.weight[0, 0]
+        logits = sum(taps[i] * padded[:, i : i + self.channels] for i in range(self.kernel_size))
+        return x * torch.sigmoid(logits)[:, :, None, None]
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, kernel_size={self.kernel_size}"

@@ -9,8 +9,12 @@ Official release: hujie-frank/SENet (Caffe).
 
 Defaults: reduction r = 16, hidden width ``C // r`` exactly (no rounding to a multiple of 8 as timm does).
 Both fully connected layers have biases, as in the official release (a popular PyTorch port drops them and
-so has a different parameter count). They are written as 1x1 convolutions on the pooled ``[B, C, 1, 1]``
-tensor: the same function as a Linear layer, with no reshapes, so channels_last input stays channels_last.
+so has a different parameter count). They are stored as 1x1 convolutions (``fc1.weight`` is [C//r, C, 1, 1],
+the layout of converted checkpoints) but applied as matrix products on the pooled [B, C] vector with the
+weight viewed as [C//r, C]: the same arithmetic, but a 1x1 convolution on a 1x1 map is a separate oneDNN
+call that torch.compile cannot fuse, and it made SE's gate cost more than the pooling and the gating pass
+together on the CPU. The gate [B, C, 1, 1] then multiplies x in one pass that compile fuses with the
+residual addition; the product keeps x's memory format, channels_last included.
 Not an identity at start: the gate begins near 0.5.
 
 Placement: after the last BN of the residual branch, before the addition (the paper's SE-ResNet module).
@@ -19,6 +23,7 @@ Placement: after the last BN of the residual branch, before the addition (the pa
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from attnzoo.attention.base import AttentionModule, require_hidden
@@ -39,9 +44,10 @@ class SE(AttentionModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        squeezed = x.mean((2, 3), keepdim=True)
-        gate = torch.sigmoid(self.fc2(torch.relu(self.fc1(squeezed))))
-        return x * gate
+        squeezed = x.mean((2, 3))  # [B, C]
+        hidden = torch.relu(F.linear(squeezed, self.fc1.weight.flatten(1), self.fc1.bias))
+        gate = torch.sigmoid(F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias))
+        return x * gate[:, :, None, None]
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, reduction={self.reduction}"

@@ -54,6 +54,9 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
+    """torchvision's bottleneck: the stride sits in the 3x3 conv, or in the first 1x1 with ``stride_in_1x1``
+    (the original MSRA layout, used by the official GCT-ResNet) — same shapes, different function."""
+
     expansion = 4
 
     def __init__(
@@ -63,12 +66,14 @@ class Bottleneck(nn.Module):
         stride: int = 1,
         attn: ModuleFactory | None = None,
         gate: ModuleFactory | None = None,
+        stride_in_1x1: bool = False,
     ):
         super().__init__()
         out_channels = planes * self.expansion
-        self.conv1 = conv2d(in_channels, planes, 1, gate=gate)
+        stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
+        self.conv1 = conv2d(in_channels, planes, 1, stride_1x1, gate=gate)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv2d(planes, planes, 3, stride, gate=gate)
+        self.conv2 = conv2d(planes, planes, 3, stride_3x3, gate=gate)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = conv2d(planes, out_channels, 1, gate=gate)
         self.bn3 = nn.BatchNorm2d(out_channels)
@@ -108,9 +113,13 @@ class ResNet(ImageClassifierNet):
         attention_kwargs: Mapping | None = None,
         attention_stages: Iterable[int] | None = None,
         attention_stage_kwargs: Mapping | None = None,
+        stride_in_1x1: bool = False,
     ):
         super().__init__(num_classes, in_chans, drop_rate)
         layers = list(layers)
+        if stride_in_1x1 and block is not Bottleneck:
+            raise AttnzooError("stride_in_1x1 applies to bottleneck ResNets (50/101/152) only.")
+        block_kwargs = {"stride_in_1x1": True} if stride_in_1x1 else {}
         if len(layers) != 4:
             raise AttnzooError(f"ResNet takes 4 stage depths (layer1..layer4), got {layers!r}.")
         plan = AttentionPlan.build(
@@ -123,7 +132,7 @@ class ResNet(ImageClassifierNet):
         in_channels = 64
         for index, num_blocks in enumerate(layers, start=1):
             planes = 64 * 2 ** (index - 1)
-            stage = self._make_layer(block, in_channels, planes, num_blocks, 1 if index == 1 else 2, plan, index)
+            stage = self._make_layer(block, in_channels, planes, num_blocks, 1 if index == 1 else 2, plan, index, **block_kwargs)
             self.add_module(f"layer{index}", stage)
             in_channels = planes * block.expansion
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -136,10 +145,12 @@ class ResNet(ImageClassifierNet):
                     nn.init.zeros_(module.last_bn().weight)
 
     @staticmethod
-    def _make_layer(block, in_channels, planes, num_blocks, stride, plan: AttentionPlan, stage: int) -> nn.Sequential:
+    def _make_layer(
+        block, in_channels, planes, num_blocks, stride, plan: AttentionPlan, stage: int, **block_kwargs
+    ) -> nn.Sequential:
         attn, gate = plan.block_attention(stage), plan.conv_gate(stage)
-        blocks = [block(in_channels, planes, stride, attn, gate)]
-        blocks += [block(planes * block.expansion, planes, 1, attn, gate) for _ in range(1, num_blocks)]
+        blocks = [block(in_channels, planes, stride, attn, gate, **block_kwargs)]
+        blocks += [block(planes * block.expansion, planes, 1, attn, gate, **block_kwargs) for _ in range(1, num_blocks)]
         return nn.Sequential(*blocks)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,11 +14,10 @@ Each official repo names its modules its own way; the key names below come from 
 - ``gct`` (z-x-yang/GCT, PyTorch GCT-ResNet-50): each GCT sits in an ``nn.Sequential`` before its conv:
   ``stem.conv1.0`` (GCT) + ``stem.conv1.1`` (conv), ``layerX.Y.convK.{0,1}``, and the shortcut
   ``downsample.0`` (GCT), ``.1`` (conv), ``.2`` (BN).
-  WARNING: that ResNet (from maskrcnn-benchmark) has ``stride_in_1x1=True``: the stride of a downsampling
-  block is in its first 1x1 conv, while attnzoo (like torchvision) puts it in the 3x3 conv. Every tensor has
-  the same shape, so the weights load, but the converted network computes a different function from the one
-  that was trained: expect lower accuracy until it is fine-tuned. The converter says so in its output, in
-  config.json (``source.warning``) and in the model card.
+  That ResNet (from maskrcnn-benchmark) has ``stride_in_1x1=True``: the stride of a downsampling block is in
+  its first 1x1 conv, while attnzoo's default (torchvision's) puts it in the 3x3 conv. Every tensor has the
+  same shape, so the converted model is built with attnzoo's ``stride_in_1x1=True`` option to compute the
+  function that was trained; the converter says so in its output, in config.json and in the model card.
 
 Official files are pickles: they are read with ``torch.load(weights_only=True)`` only, and a ``state_dict``
 wrapper (as saved by their training scripts, with DataParallel's ``module.`` prefix) is accepted.
@@ -29,7 +28,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -54,7 +53,8 @@ class Release:
     description: str
     code: str
     rules: list[Rule]
-    warning: str | None = None
+    model_args: dict = field(default_factory=dict)  # options the release's architecture needs
+    note: str | None = None
 
     def rename(self, key: str) -> str:
         for pattern, replacement in self.rules:
@@ -63,11 +63,10 @@ class Release:
         return key  # unchanged keys are the plain torchvision-named parts
 
 
-GCT_STRIDE_WARNING = (
-    "the official GCT-ResNet puts the stride of downsampling blocks in the first 1x1 conv (stride_in_1x1=True); "
-    "attnzoo puts it in the 3x3 conv (torchvision's layout). All shapes match and the weights load, but the "
-    "converted network computes a different function from the one that was trained: its accuracy will be lower "
-    "than the release's until it is fine-tuned."
+GCT_STRIDE_NOTE = (
+    "the official GCT-ResNet puts the stride of downsampling blocks in the first 1x1 conv; the converted model "
+    "is built with stride_in_1x1=True (attnzoo's default, torchvision's layout, strides in the 3x3 conv) so it "
+    "computes the function that was trained."
 )
 
 RELEASES: dict[str, Release] = {
@@ -95,7 +94,7 @@ RELEASES: dict[str, Release] = {
                (r"(layer\d+\.\d+)\.downsample\.0\.(alpha|gamma|beta)", r"\1.downsample.0.gate.\2"),
                (r"(layer\d+\.\d+)\.downsample\.1\.weight", r"\1.downsample.0.weight"),
                (r"(layer\d+\.\d+)\.downsample\.2\.(\w+)", r"\1.downsample.1.\2")),
-        warning=GCT_STRIDE_WARNING),
+        model_args={"stride_in_1x1": True}, note=GCT_STRIDE_NOTE),
 }
 
 
@@ -181,6 +180,7 @@ def convert_state_dict(release: str, state_dict: dict[str, torch.Tensor], model_
             notes.append("ECA kernel sizes taken from the release where they differ from attnzoo's defaults: "
                          + ", ".join(f"stage {s}: k={v['kernel_size']} (default k={default.get(s, {}).get('kernel_size')})"
                                      for s, v in differ.items()))
+    model_args.update(rel.model_args)
     model = create_model(spec.name, num_classes=num_classes, **model_args)
     own = model.state_dict()
     # Files from PyTorch < 0.4.1 have no BatchNorm step counters; they do not change the function.
@@ -200,8 +200,8 @@ def convert_state_dict(release: str, state_dict: dict[str, torch.Tensor], model_
         raise AttnzooError(f"{source} does not fit {spec.name} as a {rel.description} checkpoint: "
                            f"{'; '.join(problems)}. Check --model (depth, backbone) and --from.")
     model.load_state_dict({k: _fit(mapped[k], own[k]) for k in own}, strict=True)
-    if rel.warning:
-        notes.insert(0, f"WARNING: {rel.warning}")
+    if rel.note:
+        notes.insert(0, rel.note)
     return model.eval(), notes
 
 
@@ -215,8 +215,6 @@ def convert(release: str, file: str | Path, model_name: str, out: str | Path, ov
     rel = RELEASES[release]
     source = {"kind": "converted", "release": rel.description, "code": rel.code, "file": file.name,
               "file_sha256": sha256_file(file), "converter": f"attnzoo convert --from {release}"}
-    if rel.warning:
-        source["warning"] = rel.warning
     if notes:
         source["notes"] = notes
     out = save_pretrained(model, out, source=source, overwrite=overwrite)

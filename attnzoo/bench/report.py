@@ -1,0 +1,90 @@
+"""The results as a terminal table, JSON, CSV and a PNG plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+from attnzoo.errors import AttnzooError
+
+CSV_FIELDS = [
+    "model", "backbone", "attention", "compile", "device", "dtype", "channels_last", "freezing", "task", "batch",
+    "resolution", "latency_s_median", "latency_s_min", "latency_s_max", "images_per_s_median", "images_per_s_min",
+    "images_per_s_max", "ratio_to_plain_median", "ratio_to_plain_min", "ratio_to_plain_max", "compile_s",
+    "first_call_s", "peak_memory_mb", "memory_ratio_to_plain", "timings", "iterations_per_timing", "error",
+]
+
+
+def flat(row: dict) -> dict:
+    out = {k: row.get(k) for k in CSV_FIELDS if k in row}
+    for key in ("latency_s", "images_per_s", "ratio_to_plain"):
+        for stat in ("median", "min", "max"):
+            out[f"{key}_{stat}"] = (row.get(key) or {}).get(stat)
+    memory = row.get("peak_memory_bytes")
+    out["peak_memory_mb"] = None if memory is None else memory / 2**20
+    return out
+
+
+def _fmt(value, spec: str, missing: str = "-") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def table(results: dict) -> str:
+    """A fixed-width table: one line per model and setting; ratios are time (or memory) over the plain backbone."""
+    header = (f"{'model':<26} {'mode':<8} {'task':<5} {'dtype':<4} {'cl':<2} {'batch':>5} {'res':>4} "
+              f"{'ms/batch':>9} {'img/s':>8} {'x plain (min-max)':>21} {'compile s':>9} {'peak MB':>8} {'x mem':>6}")
+    lines = [header, "-" * len(header)]
+    for row in results["rows"]:
+        f = flat(row)
+        if row.get("error") and f.get("latency_s_median") is None:
+            lines.append(f"{row['model']:<26} {row['compile']:<8} {row['task']:<5} ERROR {row['error']}")
+            continue
+        ratio = "-"
+        if f.get("ratio_to_plain_median") is not None:
+            ratio = f"{f['ratio_to_plain_median']:.3f} ({f['ratio_to_plain_min']:.2f}-{f['ratio_to_plain_max']:.2f})"
+        lines.append(
+            f"{row['model']:<26} {row['compile']:<8} {row['task']:<5} {row['dtype']:<4} "
+            f"{'y' if row['channels_last'] else 'n':<2} {row['batch']:>5} {row['resolution']:>4} "
+            f"{_fmt(f['latency_s_median'] and 1e3 * f['latency_s_median'], '9.1f'):>9} "
+            f"{_fmt(f['images_per_s_median'], '8.1f'):>8} {ratio:>21} {_fmt(f.get('compile_s'), '9.1f'):>9} "
+            f"{_fmt(f['peak_memory_mb'], '8.0f'):>8} {_fmt(f.get('memory_ratio_to_plain'), '6.3f'):>6}"
+        )
+    if results.get("speedups"):
+        lines += ["", "compile-mode speedups (same model, interleaved, time in baseline mode / time in mode):"]
+        for s in results["speedups"]:
+            sp = s["speedup"]
+            lines.append(f"  {s['model']:<26} {s['task']:<5} {s['mode']} vs {s['baseline_mode']}: "
+                         f"{sp['median']:.2f}x ({sp['min']:.2f}-{sp['max']:.2f})")
+    if results.get("graph_breaks"):
+        lines += ["", "graph breaks (torch._dynamo.explain, eval / train):"]
+        for label, counts in results["graph_breaks"].items():
+            lines.append(f"  {label:<26} {counts['eval']} / {counts['train']}" +
+                         (f"  {counts['reasons'][:2]}" if counts.get("reasons") else ""))
+    if results.get("data_pipeline"):
+        d = results["data_pipeline"]
+        lines += ["", f"data pipeline: {d}"]
+    return "\n".join(lines)
+
+
+def write(results: dict, out_dir: str | os.PathLike, plot: bool = True) -> dict[str, str]:
+    """Write bench.json, bench.csv and (unless ``plot=False``) bench.png under ``out_dir``; return their paths."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise AttnzooError(f"output directory {str(out)!r} is a file; give a directory for bench.json/csv/png.")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": str(out / "bench.json"), "csv": str(out / "bench.csv")}
+    with open(paths["json"], "w") as f:
+        json.dump(results, f, indent=1)
+    with open(paths["csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for row in results["rows"]:
+            writer.writerow(flat(row))
+    if plot:
+        from attnzoo.bench.plot import draw
+
+        paths["png"] = str(out / "bench.png")
+        draw(results).save(paths["png"], optimize=True)
+    return paths

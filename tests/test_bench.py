@@ -1,0 +1,130 @@
+"""attnzoo bench: runs end to end on a tiny configuration, writes what it promises, and every model in a
+representative set traces into one graph for evaluation and for a training step."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from attnzoo.bench import graph_breaks, memory, run, table, write
+from attnzoo.bench.selection import Entry, select
+from attnzoo.bench.workload import Setting, make_workload
+from attnzoo.cli import main
+from attnzoo.errors import AttnzooError
+
+TINY = {"width_mult": 0.25}
+
+
+@pytest.fixture(scope="module")
+def tiny_results():
+    return run(
+        models=["mobilenetv2", "eca_mobilenetv2", "gam_mobilenetv2@groups=2"], tasks=["infer", "train"],
+        compile=["eager"], batch_sizes=[2], resolutions=[32, 48], repeats=2, warmup=0, min_time=0.0,
+        graph_breaks=False, num_classes=10, model_args=TINY, threads=1, log=None,
+    )
+
+
+def test_run_measures_every_model_against_its_plain_backbone(tiny_results):
+    rows = tiny_results["rows"]
+    assert len(rows) == 3 * 2 * 2  # models x tasks x resolutions
+    for row in rows:
+        assert row["error"] is None
+        assert row["latency_s"]["min"] <= row["latency_s"]["median"] <= row["latency_s"]["max"]
+        assert row["images_per_s"]["median"] == pytest.approx(2 / row["latency_s"]["median"])
+        assert row["timings"] >= 2 and row["ratio_to_plain"]["median"] > 0
+        if row["attention"] is None:
+            assert row["ratio_to_plain"] == {"median": 1.0, "min": 1.0, "max": 1.0}
+        if memory.cpu_supported():
+            assert row["peak_memory_bytes"] > 0 and row["memory_ratio_to_plain"] > 0
+    gam = [r for r in rows if r["model"] == "gam_mobilenetv2@groups=2" and r["task"] == "train"]
+    assert gam and all(r["memory_ratio_to_plain"] > 1 for r in gam if r.get("memory_ratio_to_plain"))
+    assert tiny_results["machine"]["torch"] == torch.__version__
+
+
+def test_outputs_table_json_csv_png(tiny_results, tmp_path):
+    text = table(tiny_results)
+    assert "eca_mobilenetv2" in text and "x plain" in text
+    paths = write(tiny_results, tmp_path / "out")
+    assert json.loads(open(paths["json"]).read())["rows"] == json.loads(json.dumps(tiny_results["rows"]))
+    with open(paths["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(tiny_results["rows"]) and float(rows[1]["ratio_to_plain_median"]) > 0
+    with Image.open(paths["png"]) as image:
+        assert image.format == "PNG" and image.width > 500 and image.height > 100
+
+
+def test_peak_memory_counts_state_and_the_step():
+    setting = Setting("cpu", "fp32", False, "train", 2, 32)
+    workload = make_workload(select("r18")["r18"][0], "eager", setting, 10, {})
+    workload.run()
+    peak = memory.peak_bytes(workload, "cpu")
+    if not memory.cpu_supported():
+        pytest.skip("no /proc/self/clear_refs or glibc here: the CPU figure is None by design")
+    # weights + momentum of ResNet-18 alone are ~90 MB; the step adds activations and gradients on top.
+    assert peak > workload.state_bytes() > 80e6
+
+
+def test_selection_globs_variants_and_the_added_plain_backbone():
+    groups = select(["eca_r18", "gam_*@groups=2"])
+    assert [e.label for e in groups["r18"]] == ["r18", "eca_r18", "gam_r18@groups=2"]
+    assert groups["mobilenetv2"][0] == Entry("mobilenetv2", "mobilenetv2", "mobilenetv2", None)
+    assert groups["mobilenetv2"][1].options == {"groups": 2}
+    with pytest.raises(AttnzooError, match="unknown model 'se_r51'"):
+        select(["se_r51"])
+    with pytest.raises(AttnzooError, match="key=value"):
+        select(["se_r18@16"])
+    with pytest.raises(AttnzooError, match="has no attention"):
+        select(["r18@groups=2"])
+    with pytest.raises(AttnzooError, match="no model matches"):
+        select(["*_vit"])
+
+
+def test_cli_bad_option_is_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--models", "[r18]", "--compile", "[turbo]", "--out_dir", "null"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("attnzoo: error: compile: unknown 'turbo'") and "\n" not in err
+
+
+# The placements and operations that could break a graph: pre-conv gates (GCT), softmax pooling + bmm (GC),
+# max/mean descriptors + concat (CBAM), grouped convs + channel shuffle (GAM), on both backbone families.
+# SE and ECA are plain pooling + conv; tests/test_models.py compiles every attention fullgraph, and
+# `attnzoo bench` reports the graph breaks of every model it runs.
+REPRESENTATIVE = ["gct_r18", "gc_r18", "cbam_r18", "gam_mobilenetv2@groups=2"]
+
+
+@pytest.mark.parametrize("label", REPRESENTATIVE)
+def test_no_graph_breaks_in_eval_or_training(label):
+    entry = next(e for entries in select([label]).values() for e in entries if e.label == label)
+    args = TINY if entry.backbone == "mobilenetv2" else {}
+    counts = graph_breaks.count(entry, num_classes=10, model_args=args, resolution=32)
+    assert (counts["eval"], counts["train"]) == (0, 0), counts["reasons"]
+
+
+@pytest.mark.slow
+def test_compiled_training_step_fullgraph_inductor_matches_eager():
+    # The one real inductor compile: forward + backward of a pre-conv gated (GCT) model, fullgraph.
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    import attnzoo
+
+    model = attnzoo.create_model("gct_mobilenetv2", num_classes=10, width_mult=0.25).train()
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "gamma") and hasattr(module, "beta"):
+                module.gamma.normal_()  # a non-trivial gate
+                module.beta.normal_()
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    compiled = torch.compile(model, fullgraph=True)
+    grads = []
+    for fn in (compiled, model):
+        model.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(fn(x), y).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4)
