@@ -38,7 +38,7 @@ def test_push_then_load_in_a_fresh_cache_gives_the_same_outputs(hub, make_lightn
     assert "library_name: attnzoo" in card and "hf-hub:zoo/eca_mnv2" in card
     loaded = attnzoo.load("hf-hub:zoo/eca_mnv2")
     assert torch.equal(loaded(X), model(X))
-    assert loaded.label_names == ["class_0", "class_1", "class_2"]
+    assert loaded.class_names == ["class_0", "class_1", "class_2"]
     assert loaded.preprocessing["crop_pct"] == 0.875
 
 

@@ -35,7 +35,7 @@ def test_save_then_load_gives_the_same_outputs_and_metadata(tmp_path):
     loaded = attnzoo.load(str(out))
     assert torch.equal(model(X), loaded(X))
     assert not loaded.training
-    assert loaded.label_names == list("abcde")
+    assert loaded.class_names == list("abcde")
     assert loaded.preprocessing == model.preprocessing
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["architecture"] == "eca_r18" and cfg["num_classes"] == 5
@@ -92,7 +92,7 @@ def test_other_num_classes_resets_the_classifier_and_says_so(tmp_path, caplog):
         loaded = attnzoo.load(str(tmp_path / "w"), num_classes=7)
     assert "reset to 7 classes" in caplog.text
     assert loaded(X).shape == (2, 7) and loaded.num_classes == 7
-    assert loaded.attnzoo_config["num_classes"] == 7 and loaded.label_names is None
+    assert loaded.attnzoo_config["num_classes"] == 7 and loaded.class_names is None
     assert torch.equal(loaded.forward_features(X), model.forward_features(X))
 
 
@@ -165,7 +165,7 @@ def test_export_writes_a_lightning_checkpoint_as_weights(tmp_path, make_lightnin
     assert "eca_r18" in capsys.readouterr().out
     loaded = attnzoo.load(str(tmp_path / "out"))
     assert torch.equal(loaded(X), model(X))
-    assert loaded.label_names == ["cat", "dog", "fox"]
+    assert loaded.class_names == ["cat", "dog", "fox"]
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     assert cfg["metrics"]["val/acc1"] == pytest.approx(0.625)
     assert cfg["train_config"]["label_smoothing"] == 0.1

@@ -52,8 +52,8 @@ def save_pretrained(model: nn.Module, directory: str | Path, metrics: dict | Non
     if directory.is_dir() and any(directory.iterdir()) and not overwrite:
         raise AttnzooError(f"{str(directory)!r} already exists and is not empty; choose another directory or pass "
                            "overwrite=True (--overwrite) to replace its weights.")
-    if class_names is None and getattr(model, "label_names", None):
-        class_names = model.label_names
+    if class_names is None and getattr(model, "class_names", None):
+        class_names = model.class_names
     cfg = build_config(model, metrics=metrics, class_names=class_names, train_config=train_config, source=source)
     card = render_card(cfg, repo_id=repo_id, license=license, datasets=datasets)
     directory.mkdir(parents=True, exist_ok=True)
@@ -182,7 +182,7 @@ def load(source: str, num_classes: int | None = None, revision: str | None = Non
         strict: with ``False``, missing or unexpected keys are logged instead of refused.
 
     The model carries ``preprocessing`` (input size, interpolation, crop fraction, mean, std) and
-    ``label_names`` from its config.json.
+    ``class_names`` (config.json's ``label_names``).
     """
     resolved = resolve(source, revision)
     verify(resolved)

@@ -200,12 +200,12 @@ def build_model(cfg: Mapping, state_dict: Mapping[str, torch.Tensor], num_classe
     """Rebuild the model of a config.json, load its weights, and reset the head for a new ``num_classes``."""
     model = model_from_config(cfg)
     apply_state_dict(model, state_dict, strict=strict, what=what)
-    model.label_names = list(cfg["label_names"]) if cfg.get("label_names") else None
+    model.class_names = list(cfg["label_names"]) if cfg.get("label_names") else None
     model.pretrained_cfg = dict(cfg)
     if num_classes is not None and int(num_classes) != model.num_classes:
         log.warning("%s were trained for %d classes; the classifier (%s) is reset to %d classes and needs training.",
                     what, model.num_classes, getattr(model, "classifier_name", "head"), num_classes)
         model.reset_classifier(int(num_classes))
         model.attnzoo_config = {**model.attnzoo_config, "num_classes": int(num_classes)}
-        model.label_names = None
+        model.class_names = None
     return model

@@ -56,9 +56,9 @@ def _model_config(meta: Mapping, hparams: Mapping, path: Path) -> dict:
     return {"architecture": name, "num_classes": hparams.get("num_classes"), "model_args": args}
 
 
-def _split_state(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+def _split_state(state: Mapping[str, torch.Tensor], use_ema: bool = True) -> tuple[dict[str, torch.Tensor], str]:
     state = clean_state_dict(state)
-    for prefix in EMA_PREFIXES:
+    for prefix in EMA_PREFIXES if use_ema else ():
         ema = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if ema:
             return clean_state_dict(ema), "ema"
@@ -83,7 +83,12 @@ def _metrics(checkpoint: Mapping) -> dict:
     return out
 
 
-def model_from_lightning_checkpoint(path: str | Path) -> ExportedModel:
+def model_from_lightning_checkpoint(path: str | Path, use_ema: bool | None = None) -> ExportedModel:
+    """Rebuild the network of a training checkpoint.
+
+    Args:
+        use_ema: take the EMA weights; None (default) takes them when the checkpoint has them.
+    """
     from attnzoo.registry import create_model
 
     path = Path(path)
@@ -94,7 +99,11 @@ def model_from_lightning_checkpoint(path: str | Path) -> ExportedModel:
     hparams = checkpoint.get("hyper_parameters") or {}
     meta = checkpoint.get("attnzoo") if isinstance(checkpoint.get("attnzoo"), Mapping) else {}
     cfg = _model_config(meta, hparams, path)
-    state, weights = _split_state(checkpoint["state_dict"])
+    if use_ema and not meta.get("ema") and not any(
+        k.startswith(p) for k in checkpoint["state_dict"] for p in EMA_PREFIXES
+    ) and "current_model_state" not in checkpoint:
+        raise AttnzooError(f"{str(path)!r} has no EMA weights (the run had ema_decay unset).")
+    state, weights = _split_state(checkpoint["state_dict"], use_ema=use_ema is not False)
     notes = []
     if "current_model_state" in checkpoint:
         weights = "ema"
@@ -106,11 +115,12 @@ def model_from_lightning_checkpoint(path: str | Path) -> ExportedModel:
         raise AttnzooError(f"{str(path)!r}: its hyper_parameters give no num_classes.")
     model = create_model(cfg["architecture"], num_classes=int(num_classes), **cfg["model_args"])
     apply_state_dict(model, state, strict=True, what=f"the weights in {str(path)!r}")
-    if meta.get("ema") and weights != "ema":
+    if meta.get("ema") and weights != "ema" and use_ema is not False:
         raise AttnzooError(f"{str(path)!r} says it kept EMA weights, but its state_dict has no ema.module.* entries.")
     if isinstance(meta.get("preprocessing"), Mapping) and meta["preprocessing"]:
         model.preprocessing = {**model.preprocessing, **meta["preprocessing"]}
     class_names = meta.get("class_names") or hparams.get("class_names")
+    model.class_names = list(class_names) if class_names else None
     return ExportedModel(model.eval(), list(class_names) if class_names else None, _metrics(checkpoint),
                          _train_config(hparams), weights, notes)
 
