@@ -69,6 +69,7 @@ def test_quickstart_fit_validate_predict_resume(tmp_path):
         (["--model.no_weight_decay", "bias"], "no_weight_decay"),
         (["--data", "attnzoo.data.ImageFolderDataModule", "--data.data_dir", "missing/imagenet"],
          "missing/imagenet' does not exist: expected"),
+        (["--ckpt_path", "runs/quickstart/checkpoints/lats.ckpt"], "--ckpt_path 'runs/quickstart/checkpoints/lats.ckpt' is not a file"),
     ],
 )
 def test_user_errors_end_in_one_line_and_write_nothing(tmp_path, args, message):

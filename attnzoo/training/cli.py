@@ -49,6 +49,15 @@ class AttnzooCLI(LightningCLI):
         if config.checkpoint.dirpath is None:
             root = config.trainer.default_root_dir or os.getcwd()
             config.checkpoint.dirpath = os.path.join(root, "checkpoints")
+        ckpt_path = config.get("ckpt_path")
+        # Lightning's own special names (last, best, ...) and remote URLs are its business; a local path that
+        # does not exist is the user's typo, caught here before anything is built or written.
+        if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES and "://" not in ckpt_path:
+            if not os.path.isfile(ckpt_path):
+                raise AttnzooError(
+                    f"--ckpt_path {ckpt_path!r} is not a file; give a checkpoint written by `attnzoo fit` "
+                    f"(e.g. <default_root_dir>/checkpoints/last.ckpt) or one of {', '.join(LIGHTNING_CKPT_NAMES)}."
+                )
 
     def instantiate_trainer(self, **kwargs):
         trainer_config = self._get(self.config_init, "trainer", default={})
@@ -106,6 +115,7 @@ def run_lightning_cli(argv: list[str]) -> AttnzooCLI:
 
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
 
 
 def _user_error(err: BaseException) -> AttnzooError | None:
