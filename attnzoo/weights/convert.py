@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from attnzoo.errors import AttnzooError, unknown
-from attnzoo.weights.format import clean_state_dict, sha256_file
+from attnzoo.weights.format import clean_state_dict, listing, sha256_file, state_dict_problems
 from attnzoo.weights.pickles import read_state_dict_file
 
 log = logging.getLogger("attnzoo.weights")
@@ -96,11 +96,6 @@ RELEASES: dict[str, Release] = {
                (r"(layer\d+\.\d+)\.downsample\.2\.(\w+)", r"\1.downsample.1.\2")),
         model_args={"stride_in_1x1": True}, note=GCT_STRIDE_NOTE),
 }
-
-
-def _listing(items, limit: int = 6) -> str:
-    items = list(items)
-    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _fit(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
@@ -166,7 +161,7 @@ def convert_state_dict(release: str, state_dict: dict[str, torch.Tensor], model_
         mapped[new] = value
     head = "classifier.1.weight" if spec.backbone == "mobilenetv2" else "fc.weight"
     if head not in mapped or mapped[head].dim() != 2:
-        raise AttnzooError(f"{source} has no classifier {head!r} (found: {_listing(sorted(mapped))}); is it a "
+        raise AttnzooError(f"{source} has no classifier {head!r} (found: {listing(mapped)}); is it a "
                            f"{spec.backbone} checkpoint of the {rel.description}?")
     num_classes = int(mapped[head].shape[0])
     model_args: dict = {}
@@ -185,18 +180,11 @@ def convert_state_dict(release: str, state_dict: dict[str, torch.Tensor], model_
     own = model.state_dict()
     # Files from PyTorch < 0.4.1 have no BatchNorm step counters; they do not change the function.
     mapped.update({k: v for k, v in own.items() if k.endswith("num_batches_tracked") and k not in mapped})
-    missing = [k for k in own if k not in mapped]
-    unexpected = [k for k in mapped if k not in own]
-    mis_shaped = [f"{k} {list(mapped[k].shape)} (attnzoo: {list(own[k].shape)})"
-                  for k in own if k in mapped and _fit(mapped[k], own[k]) is None]
-    if missing or unexpected or mis_shaped:
-        problems = []
-        if mis_shaped:
-            problems.append(f"shapes differ for {_listing(mis_shaped)}")
-        if missing:
-            problems.append(f"missing in the file: {_listing(missing)}")
-        if unexpected:
-            problems.append(f"not in {spec.name}: {_listing(unexpected)}")
+    problems, _ = state_dict_problems(
+        own, mapped, fits=lambda value, target: _fit(value, target) is not None,
+        missing_label="missing in the file", unexpected_label=f"not in {spec.name}", own_label="attnzoo",
+    )
+    if problems:
         raise AttnzooError(f"{source} does not fit {spec.name} as a {rel.description} checkpoint: "
                            f"{'; '.join(problems)}. Check --model (depth, backbone) and --from.")
     model.load_state_dict({k: _fit(mapped[k], own[k]) for k in own}, strict=True)

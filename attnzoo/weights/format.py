@@ -165,10 +165,35 @@ def _classifier_keys(model: nn.Module) -> set[str]:
     return {f"{name}.weight", f"{name}.bias"} if name else set()
 
 
-def _listing(keys, limit: int = 8) -> str:
+def listing(keys, limit: int = 8) -> str:
+    """``a, b, c and 5 more``: key lists short enough for a one-line error."""
     keys = sorted(keys)
     more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
     return ", ".join(keys[:limit]) + more
+
+
+def state_dict_problems(
+    own: Mapping[str, torch.Tensor],
+    given: Mapping[str, torch.Tensor],
+    fits=lambda value, target: value.shape == target.shape,
+    missing_label: str = "missing keys",
+    unexpected_label: str = "unexpected keys",
+    own_label: str = "model",
+) -> tuple[list[str], bool]:
+    """What keeps ``given`` from loading into a model whose state dict is ``own``, in words, and whether
+    any tensor has the wrong shape (which no ``strict=False`` can excuse)."""
+    missing = set(own) - set(given)
+    unexpected = set(given) - set(own)
+    mis_shaped = [f"{k} {list(given[k].shape)} ({own_label}: {list(own[k].shape)})"
+                  for k in sorted(set(own) & set(given)) if not fits(given[k], own[k])]
+    problems = []
+    if mis_shaped:
+        problems.append(f"shapes differ for {listing(mis_shaped, 5)}")
+    if missing:
+        problems.append(f"{missing_label}: {listing(missing)}")
+    if unexpected:
+        problems.append(f"{unexpected_label}: {listing(unexpected)}")
+    return problems, bool(mis_shaped)
 
 
 def apply_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True,
@@ -176,17 +201,7 @@ def apply_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
     """``load_state_dict`` with errors a user can act on: missing, unexpected and mis-shaped keys are named."""
     state_dict = clean_state_dict(state_dict)
     own = model.state_dict()
-    missing = set(own) - set(state_dict)
-    unexpected = set(state_dict) - set(own)
-    mis_shaped = [f"{k} {list(state_dict[k].shape)} (model: {list(own[k].shape)})"
-                  for k in sorted(set(own) & set(state_dict)) if state_dict[k].shape != own[k].shape]
-    problems = []
-    if mis_shaped:
-        problems.append(f"shapes differ for {_listing(mis_shaped, 5)}")
-    if missing:
-        problems.append(f"missing keys: {_listing(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_listing(unexpected)}")
+    problems, mis_shaped = state_dict_problems(own, state_dict)
     if mis_shaped or (problems and strict):
         hint = "" if mis_shaped else " Pass strict=False to load the matching keys anyway."
         raise AttnzooError(f"{what} do not fit {model.attnzoo_config['architecture']} ({'; '.join(problems)}).{hint}")

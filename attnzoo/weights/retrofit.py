@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from attnzoo.errors import AttnzooError
-from attnzoo.weights.format import clean_state_dict
+from attnzoo.weights.format import clean_state_dict, listing
 
 log = logging.getLogger("attnzoo.weights")
 
@@ -25,11 +25,6 @@ ATTENTION_PARTS = ("attn", "gate")
 
 def is_attention_key(key: str) -> bool:
     return any(part in ATTENTION_PARTS for part in key.split(".")[:-1])
-
-
-def _listing(keys, limit: int = 8) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 def _source_state_dict(source) -> tuple[dict[str, torch.Tensor], str]:
@@ -74,17 +69,17 @@ def load_backbone_weights(model: nn.Module, source) -> dict:
     missing = sorted(k for k in plain - head if k not in state_dict)
     if missing:
         raise AttnzooError(f"{label} lacks plain weights of {model.attnzoo_config['architecture']}: "
-                           f"{_listing(missing)}. Is it a checkpoint of the same backbone?")
+                           f"{listing(missing)}. Is it a checkpoint of the same backbone?")
     mis_shaped = [f"{k} {list(state_dict[k].shape)} (model: {list(own[k].shape)})"
                   for k in sorted(plain - head) if state_dict[k].shape != own[k].shape]
     if mis_shaped:
         raise AttnzooError(f"{label} does not fit {model.attnzoo_config['architecture']}: shapes differ for "
-                           f"{_listing(mis_shaped, 5)}.")
+                           f"{listing(mis_shaped, 5)}.")
     ignored_attention = sorted(k for k in state_dict if is_attention_key(k))
     unexpected = sorted(k for k in state_dict if k not in own and not is_attention_key(k))
     if unexpected:
         raise AttnzooError(f"{label} has weights that {model.attnzoo_config['architecture']} lacks: "
-                           f"{_listing(unexpected)}. Is it a checkpoint of the same backbone?")
+                           f"{listing(unexpected)}. Is it a checkpoint of the same backbone?")
     load = {k: state_dict[k] for k in plain - head}
     head_loaded = bool(head) and all(k in state_dict and state_dict[k].shape == own[k].shape for k in head)
     if head_loaded:
