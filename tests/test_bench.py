@@ -109,17 +109,19 @@ def test_no_graph_breaks_in_eval_or_training(label):
 @pytest.mark.slow
 def test_compiled_training_step_fullgraph_inductor_matches_eager():
     # The one real inductor compile: forward + backward of a pre-conv gated (GCT) model, fullgraph.
+    # Float64 and no dropout: with random gates and batch-4 BatchNorm the float32 gradients are too
+    # ill-conditioned to compare (they differ by rounding alone); in float64 compiled and eager agree to ~1e-10.
     torch._dynamo.reset()
     torch.manual_seed(0)
     import attnzoo
 
-    model = attnzoo.create_model("gct_mobilenetv2", num_classes=10, width_mult=0.25).train()
+    model = attnzoo.create_model("gct_mobilenetv2", num_classes=10, width_mult=0.25, drop_rate=0.0).train().double()
     with torch.no_grad():
         for module in model.modules():
             if hasattr(module, "gamma") and hasattr(module, "beta"):
                 module.gamma.normal_()  # a non-trivial gate
                 module.beta.normal_()
-    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    x, y = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (4,))
     compiled = torch.compile(model, fullgraph=True)
     grads = []
     for fn in (compiled, model):
@@ -127,4 +129,4 @@ def test_compiled_training_step_fullgraph_inductor_matches_eager():
         torch.nn.functional.cross_entropy(fn(x), y).backward()
         grads.append([p.grad.clone() for p in model.parameters()])
     for got, want in zip(*grads):
-        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4)
+        torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-9)
