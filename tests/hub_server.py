@@ -142,6 +142,13 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return repo
 
+    def _writable_repo(self, repo_id: str) -> Repo | None:
+        """The repo a write goes to, or None after answering 401 (no token) or 404 (no such repo)."""
+        if not self._authorized():
+            self._error(401, None, "Invalid credentials in Authorization header")
+            return None
+        return self._repo(repo_id)
+
     def _commit(self, repo: Repo, revision: str) -> Commit | None:
         commit = repo.resolve(revision)
         if commit is None:
@@ -210,9 +217,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self._json(200, {"url": url, "name": repo_id, "id": repo_id})
 
     def _create_branch(self, repo_id: str, branch: str, payload: dict) -> None:
-        if not self._authorized():
-            return self._error(401, None, "Invalid credentials in Authorization header")
-        repo = self._repo(repo_id)
+        repo = self._writable_repo(repo_id)
         if repo is None:
             return
         if branch in repo.branches:
@@ -264,9 +269,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self._json(200, tree + entries)
 
     def _preupload(self, repo_id: str, revision: str, payload: dict) -> None:
-        if not self._authorized():
-            return self._error(401, None, "Invalid credentials in Authorization header")
-        repo = self._repo(repo_id)
+        repo = self._writable_repo(repo_id)
         if repo is None:
             return
         commit = self._commit(repo, revision)
@@ -284,9 +287,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self._json(200, {"files": files, "commitOid": commit.sha})
 
     def _commit_files(self, repo_id: str, revision: str, body: bytes) -> None:
-        if not self._authorized():
-            return self._error(401, None, "Invalid credentials in Authorization header")
-        repo = self._repo(repo_id)
+        repo = self._writable_repo(repo_id)
         if repo is None:
             return
         if revision not in repo.branches:
