@@ -149,6 +149,11 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return self._repo(repo_id)
 
+    def _repo_at(self, repo_id: str, revision: str, write: bool = False) -> tuple[Repo | None, Commit | None]:
+        """The repo and its commit at ``revision``; (.., None) after answering the error (401/404)."""
+        repo = self._writable_repo(repo_id) if write else self._repo(repo_id)
+        return repo, (None if repo is None else self._commit(repo, revision))
+
     def _commit(self, repo: Repo, revision: str) -> Commit | None:
         commit = repo.resolve(revision)
         if commit is None:
@@ -229,10 +234,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self._json(200, {})
 
     def _revision_info(self, repo_id: str, revision: str) -> None:
-        repo = self._repo(repo_id)
-        if repo is None:
-            return
-        commit = self._commit(repo, revision)
+        repo, commit = self._repo_at(repo_id, revision, write=False)
         if commit is None:
             return
         return self._json(200, {
@@ -244,10 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
         })
 
     def _tree(self, repo_id: str, revision: str, prefix: str, recursive: bool) -> None:
-        repo = self._repo(repo_id)
-        if repo is None:
-            return
-        commit = self._commit(repo, revision)
+        repo, commit = self._repo_at(repo_id, revision, write=False)
         if commit is None:
             return
         base = f"{prefix.rstrip('/')}/" if prefix else ""
@@ -269,10 +268,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self._json(200, tree + entries)
 
     def _preupload(self, repo_id: str, revision: str, payload: dict) -> None:
-        repo = self._writable_repo(repo_id)
-        if repo is None:
-            return
-        commit = self._commit(repo, revision)
+        repo, commit = self._repo_at(repo_id, revision, write=True)
         if commit is None:
             return
         files = []
@@ -326,10 +322,7 @@ class _Handler(BaseHTTPRequestHandler):
         })
 
     def _resolve(self, repo_id: str, revision: str, path: str) -> None:
-        repo = self._repo(repo_id)
-        if repo is None:
-            return
-        commit = self._commit(repo, revision)
+        repo, commit = self._repo_at(repo_id, revision, write=False)
         if commit is None:
             return
         content = commit.files.get(path)
