@@ -54,10 +54,8 @@ def attention_sites(model: nn.Module) -> dict[str, int]:
 
 
 def _stage_of(path: str) -> str:
-    first = path.split(".")[0]
-    if first in ("features",):  # MobileNetV2: features.N.<...>
-        return ".".join(path.split(".")[:2])
-    return first
+    parts = path.split(".")
+    return ".".join(parts[:2]) if parts[0] == "features" else parts[0]  # MobileNetV2: features.N
 
 
 def model_info(name_or_model: str | nn.Module, input_size=(3, 224, 224), num_classes: int = 1000, **overrides) -> dict:

@@ -31,7 +31,7 @@ _ATTENTIONS: dict[str, type[AttentionModule]] = {
     "gam": GAM,
 }
 
-__all__ = ["AttentionModule", "SE", "ECA", "GCT", "GlobalContext", "CBAM", "GAM", "create", "get", "list_attention"]
+__all__ = ["AttentionModule", "SE", "ECA", "GCT", "GlobalContext", "CBAM", "GAM", "check_options", "create", "get", "list_attention", "options"]
 
 
 def list_attention() -> list[str]:
@@ -52,11 +52,15 @@ def options(name: str) -> list[str]:
     return [p for p in params if p != "channels"]
 
 
-def create(name: str, channels: int, **kwargs) -> AttentionModule:
-    """Build the attention module ``name`` for ``channels`` channels; unknown options are refused by name."""
-    cls = get(name)
+def check_options(name: str, kwargs) -> None:
+    """Refuse options that the attention ``name`` does not take, naming them and the accepted ones."""
     accepted = options(name)
     bad = sorted(set(kwargs) - set(accepted))
     if bad:
         raise AttnzooError(f"attention {name!r} has no option {', '.join(map(repr, bad))}. Accepted: {', '.join(accepted)}.")
-    return cls(channels, **kwargs)
+
+
+def create(name: str, channels: int, **kwargs) -> AttentionModule:
+    """Build the attention module ``name`` for ``channels`` channels; unknown options are refused by name."""
+    check_options(name, kwargs)
+    return get(name)(channels, **kwargs)

@@ -42,14 +42,9 @@ class AttentionPlan:
             if kwargs or stage_kwargs:
                 raise AttnzooError("attention options were given but attention is None; name an attention first.")
             return cls()
-        options = attention_registry.options(name)
         stage_kwargs = {int(k): dict(v) for k, v in (stage_kwargs or {}).items()}
         for given in [kwargs or {}, *stage_kwargs.values()]:
-            bad = sorted(set(given) - set(options))
-            if bad:
-                raise AttnzooError(
-                    f"attention {name!r} has no option {', '.join(map(repr, bad))}. Accepted: {', '.join(options)}."
-                )
+            attention_registry.check_options(name, given)  # before any module is built
         chosen = None if stages is None else frozenset(int(s) for s in stages)
         for stage in (chosen or frozenset()) | set(stage_kwargs):
             if stage not in valid_stages:
