@@ -22,12 +22,14 @@ from attnzoo.backbones import BasicBlock, Bottleneck, MobileNetV2, ResNet
 from attnzoo.backbones.mobilenetv2 import INVERTED_RESIDUAL_SETTING
 from attnzoo.errors import AttnzooError, unknown
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_PREPROCESSING = {
     "input_size": [3, 224, 224],
     "interpolation": "bilinear",
     "crop_pct": 0.875,
-    "mean": [0.485, 0.456, 0.406],
-    "std": [0.229, 0.224, 0.225],
+    "mean": list(IMAGENET_MEAN),
+    "std": list(IMAGENET_STD),
 }
 
 # name -> (class, fixed constructor arguments)

@@ -25,9 +25,7 @@ import torch
 from PIL import Image
 
 from attnzoo.errors import AttnzooError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from attnzoo.registry import IMAGENET_MEAN, IMAGENET_STD  # one definition; re-exported for the data modules
 
 INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,

@@ -14,7 +14,7 @@ class_names, ema}: enough to rebuild the network from the ``.ckpt`` alone
 from __future__ import annotations
 
 import pickle
-from typing import Literal
+from typing import Literal, get_args
 
 import lightning as L
 import torch
@@ -27,6 +27,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from attnzoo.attention import AttentionModule
 from attnzoo.errors import AttnzooError
+from attnzoo.registry import IMAGENET_MEAN, IMAGENET_STD, create_model
 from attnzoo.training.mixing import MixupCutmix
 from attnzoo.training.param_groups import NO_WEIGHT_DECAY_CHOICES, NoWeightDecay, parameter_groups
 from attnzoo.training.schedules import EpochSchedule
@@ -115,8 +116,8 @@ class ImageClassifier(L.LightningModule):
         if merged:
             self.model.preprocessing = merged
         self.preprocessing = merged
-        mean = merged.get("mean", [0.485, 0.456, 0.406])
-        std = merged.get("std", [0.229, 0.224, 0.225])
+        mean = merged.get("mean", IMAGENET_MEAN)
+        std = merged.get("std", IMAGENET_STD)
         self.register_buffer("input_mean", torch.tensor(mean).view(1, -1, 1, 1) * 255, persistent=False)
         self.register_buffer("input_std", torch.tensor(std).view(1, -1, 1, 1) * 255, persistent=False)
 
@@ -164,9 +165,9 @@ class ImageClassifier(L.LightningModule):
             raise AttnzooError(f"ema_decay must be in (0, 1) or null, got {ema_decay}.")
         if freeze_backbone_epochs < 0 or top_k < 1:
             raise AttnzooError(f"freeze_backbone_epochs must be >= 0 and top_k >= 1, got {freeze_backbone_epochs}, {top_k}.")
-        if compile not in (True, False, "default", "reduce-overhead", "max-autotune"):
+        if compile not in (True, False, *get_args(CompileMode)):
             raise AttnzooError(
-                f"unknown compile mode {compile!r}. Accepted: false, true, default, reduce-overhead, max-autotune."
+                f"unknown compile mode {compile!r}. Accepted: false, true, {', '.join(get_args(CompileMode))}."
             )
 
     @staticmethod
@@ -182,8 +183,6 @@ class ImageClassifier(L.LightningModule):
                 if hasattr(model, "attnzoo_config"):
                     model.attnzoo_config = {**model.attnzoo_config, "num_classes": num_classes}
             return model
-        from attnzoo.registry import create_model
-
         return create_model(model, num_classes=1000 if num_classes is None else num_classes, **model_args)
 
     def configure_model(self) -> None:

@@ -10,7 +10,7 @@ Parameters in a no-decay group get ``weight_decay=0``; the others take the optim
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from torch import nn
 
@@ -18,7 +18,7 @@ from attnzoo.attention import GCT
 from attnzoo.errors import AttnzooError
 
 NoWeightDecay = Literal["gct_beta", "norm_bias_gate", "none"]
-NO_WEIGHT_DECAY_CHOICES = ("gct_beta", "norm_bias_gate", "none")
+NO_WEIGHT_DECAY_CHOICES = get_args(NoWeightDecay)
 
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.RMSNorm)
 
