@@ -10,6 +10,7 @@ A user mistake (:class:`attnzoo.errors.AttnzooError`) ends in one line on stderr
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 from attnzoo.errors import AttnzooError
@@ -50,10 +51,15 @@ def _apply_aliases(argv: list[str], aliases: dict[str, str]) -> list[str]:
     return out
 
 
+def usage_error(err: BaseException, command: str) -> AttnzooError:
+    """A parser error (unknown flag, wrong type) as one line that points at the command's --help."""
+    return AttnzooError(f"{' '.join(str(err).split())} (see: attnzoo {command} --help)")
+
+
 def _run_extra(command: str, argv: list[str]) -> None:
     import inspect
 
-    from jsonargparse import auto_cli
+    from jsonargparse import ArgumentError, auto_cli
 
     func = _load(EXTRA_COMMANDS[command])
     argv = _apply_aliases(argv, getattr(func, "cli_aliases", {}))
@@ -62,7 +68,10 @@ def _run_extra(command: str, argv: list[str]) -> None:
     # (jsonargparse makes only required parameters positional).
     if argv and not argv[0].startswith("-") and params and params[0].default is not inspect.Parameter.empty:
         argv = [f"--{params[0].name}", *argv]
-    auto_cli(func, args=argv, as_positional=True, parser_mode="yaml")
+    try:
+        auto_cli(func, args=argv, as_positional=True, parser_mode="yaml", exit_on_error=False)
+    except ArgumentError as err:
+        raise usage_error(err, command) from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -76,9 +85,15 @@ def main(argv: list[str] | None = None) -> None:
             from attnzoo.training.cli import run_lightning_cli
 
             run_lightning_cli(argv)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
     except AttnzooError as err:
         print(f"attnzoo: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except BrokenPipeError:
+        # `attnzoo list | head`: the reader left. Stop quietly, with stdout on /dev/null so that Python's own
+        # flush at exit does not fail again (the recipe of the Python docs, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

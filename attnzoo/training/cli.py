@@ -103,9 +103,9 @@ def run_lightning_cli(argv: list[str]) -> AttnzooCLI:
     try:
         return make_cli(args)
     except ArgumentError as err:
-        subcommand = next((a for a in argv if a in SUBCOMMANDS), "")
-        message = " ".join(str(err).split())
-        raise AttnzooError(f"{message} (see: attnzoo {subcommand} --help)".replace("  ", " ")) from None
+        from attnzoo.cli import usage_error
+
+        raise usage_error(err, next((a for a in argv if a in SUBCOMMANDS), "")) from None
     except Exception as err:
         # jsonargparse wraps errors raised while instantiating a class; surface the user's mistake itself.
         cause = _user_error(err)
