@@ -294,3 +294,58 @@ def test_compiles_fullgraph(make):
     x = torch.randn(2, 32, 6, 6)
     compiled = torch.compile(module, fullgraph=True)
     torch.testing.assert_close(compiled(x), module(x), rtol=1e-4, atol=1e-5)
+
+
+def _saved_bytes_for_backward(module: torch.nn.Module, x: torch.Tensor) -> int:
+    """Bytes of every tensor autograd keeps for the backward pass of one compiled training forward."""
+    total = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        torch.compile(module, fullgraph=True)(x)
+    return total
+
+
+@pytest.mark.slow
+def test_compiled_training_recomputes_the_gated_copy_instead_of_keeping_it():
+    from attnzoo.backbones.layers import GatedConv2d
+
+    torch._dynamo.reset()
+    x = torch.randn(2, 32, 16, 16, requires_grad=True)
+    feature_map_bytes = x.numel() * x.element_size()
+    recomputing = GatedConv2d(32, 32, 1, bias=False, gate=GCT(32))
+    keeping = GatedConv2d(32, 32, 1, bias=False, gate=GCT(32))
+    keeping.gate.recompute_for_backward = False
+    saved_recomputing = _saved_bytes_for_backward(recomputing, x)
+    saved_keeping = _saved_bytes_for_backward(keeping, x)
+    # Keeping: x for the gate and x·g for the convolution. Recomputing: x alone (plus [B, C] statistics).
+    assert saved_keeping - saved_recomputing >= feature_map_bytes
+    assert saved_recomputing < 1.5 * feature_map_bytes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make", [lambda: CBAM(32), lambda: GCT(32)], ids=["cbam", "gct"])
+def test_recomputing_modules_train_like_eager(make):
+    """Values, every gradient and BatchNorm's running statistics (updated once) match eager mode."""
+    torch._dynamo.reset()
+    compiled_module = randomize(make()).double().train()
+    eager_module = randomize(make()).double().train()
+    eager_module.load_state_dict(compiled_module.state_dict())
+    assert compiled_module.recompute_for_backward
+    x = torch.randn(3, 32, 7, 9, dtype=torch.float64)
+    outputs, grads = [], []
+    for module, run in ((compiled_module, torch.compile(compiled_module, fullgraph=True)), (eager_module, eager_module)):
+        x_in = x.clone().requires_grad_()
+        y = run(x_in)
+        (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum().backward()
+        outputs.append(y.detach())
+        grads.append([x_in.grad] + [p.grad for p in module.parameters()])
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-10, atol=1e-12)
+    for compiled_grad, eager_grad in zip(*grads):
+        torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-9, atol=1e-11)
+    for compiled_buffer, eager_buffer in zip(compiled_module.buffers(), eager_module.buffers()):
+        torch.testing.assert_close(compiled_buffer, eager_buffer, rtol=1e-12, atol=0)

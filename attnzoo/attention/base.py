@@ -7,6 +7,11 @@ first and let each attention module put its own back afterwards.
 ``placement`` tells a backbone where the paper puts the module:
 - ``"residual"``: at the end of the residual branch, after the last BN and before the addition;
 - ``"pre_conv"``: in front of every convolution (GCT).
+
+Subclasses implement ``attend(x)``; ``forward`` checks the input first. A module whose intermediates are as
+large as its input but cheap to recompute sets ``recompute_for_backward``: in a compiled training step it then
+keeps only its input for the backward pass (``torch.utils.checkpoint``, which the compiler turns into
+recomputation inside the backward kernels). Eager mode and inference are unaffected.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import ClassVar
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from attnzoo.errors import AttnzooError
 
@@ -28,7 +34,24 @@ class AttentionModule(nn.Module):
             raise AttnzooError(f"{type(self).__name__}: channels must be a positive integer, got {channels!r}.")
         self.channels = channels
 
+    # True where the module's intermediates are as large as its input but cheap to recompute (a reduction and
+    # a few elementwise passes): a compiled training step then keeps only the input for the backward pass and
+    # recomputes the rest there, instead of holding extra feature-map-sized tensors per module.
+    recompute_for_backward: ClassVar[bool] = False
+
     def reset_parameters(self) -> None:  # pragma: no cover - every module overrides it
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        # Only under torch.compile: there the partitioner turns the checkpoint into recomputation fused into
+        # the backward kernels; in eager mode it would re-run the module and save nothing.
+        if self.recompute_for_backward and torch.is_grad_enabled() and torch.compiler.is_compiling():
+            return checkpoint(self.attend, x, use_reentrant=False)
+        return self.attend(x)
+
+    def attend(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - every module overrides it
+        """The module's function on an input already checked to be [B, channels, H, W]."""
         raise NotImplementedError
 
     def check_input(self, x: torch.Tensor) -> None:

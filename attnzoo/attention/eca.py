@@ -57,8 +57,7 @@ class ECA(AttentionModule):
     def reset_parameters(self) -> None:
         self.conv.reset_parameters()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
         pad = (self.kernel_size - 1) // 2
         padded = F.pad(x.mean((2, 3)), (pad, pad))  # [B, C + k - 1], zeros at both ends
         taps = self.conv.weight[0, 0]

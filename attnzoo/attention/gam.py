@@ -67,8 +67,7 @@ class GAM(AttentionModule):
         self.spatial_bn1.reset_parameters()
         self.spatial_bn2.reset_parameters()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
         x = x * torch.sigmoid(self.channel_mlp(x))
         hidden = self.shuffle(torch.relu(self.spatial_bn1(self.spatial_conv1(x))))
         return x * torch.sigmoid(self.spatial_bn2(self.spatial_conv2(hidden)))

@@ -110,8 +110,7 @@ class GlobalContext(AttentionModule):
         hidden = F.layer_norm(hidden, (conv1.out_channels,), norm.weight.flatten(), norm.bias.flatten(), norm.eps)
         return F.linear(torch.relu(hidden), conv2.weight.flatten(1), conv2.bias)[:, :, None, None]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
         context = self.context(x)
         out = x
         if self.channel_mul_conv is not None:

@@ -26,6 +26,14 @@ Implementation notes (same function as the paper, cheaper and safer):
   statistics are float32, the feature map is never copied. ``sqrt(‖x‖² + ε)`` equals the official
   ``(Σx² + ε) ** 0.5``.
 - The gate is cast back to the input's dtype before the one multiply pass over x.
+- Compiled training recomputes the gated copy x·g in the backward pass (``recompute_for_backward``) instead of
+  keeping it beside x for the following convolution's weight gradient: one multiply, against one extra
+  feature map per convolution held until the backward pass (measured: GCT-R50's peak training memory fell
+  from 1.24x to 1.03x plain R50 in one interleaved run).
+- What remains of its cost is memory traffic: the gated copy must be written before every convolution
+  (the convolutions are library calls that cannot take a per-channel input scale) and read by it. Folding
+  the gate into per-sample 1x1 weights (a batched matmul) was measured and was not faster on the CPU, and it
+  would give up the bitwise identity at initialisation.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ MODES = ("l2", "l1")
 
 class GCT(AttentionModule):
     placement: ClassVar[str] = "pre_conv"
+    recompute_for_backward: ClassVar[bool] = True
 
     def __init__(self, channels: int, epsilon: float = 1e-5, mode: str = "l2", after_relu: bool = False):
         super().__init__(channels)
@@ -63,8 +72,7 @@ class GCT(AttentionModule):
         nn.init.zeros_(self.gamma)
         nn.init.zeros_(self.beta)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
         eps = self.epsilon
         acc = torch.promote_types(x.dtype, torch.float32)  # at least float32, float64 stays float64
         if self.mode == "l2":

@@ -42,8 +42,7 @@ class SE(AttentionModule):
         self.fc1.reset_parameters()
         self.fc2.reset_parameters()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.check_input(x)
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
         squeezed = x.mean((2, 3))  # [B, C]
         hidden = torch.relu(F.linear(squeezed, self.fc1.weight.flatten(1), self.fc1.bias))
         gate = torch.sigmoid(F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias))
