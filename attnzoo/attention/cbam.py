@@ -23,8 +23,8 @@ checkpoints expect) but applied to the pooled [B, C] vectors as matrix products 
 which dominated the channel gate's cost on the CPU. Both gates multiply x in passes compile fuses with the
 residual addition. Compiled training recomputes both gates in the backward pass
 (``recompute_for_backward``): otherwise the channel-gated map x' is held for it, one extra feature map per
-block (measured: CBAM-R50's peak training memory fell from 1.20x to 1.08x plain R50 in one interleaved run). The spatial gate's
-BatchNorm still updates its running statistics once per step (tested).
+block (measured: CBAM-R50's peak training memory fell from 1.20x to 1.08x plain R50 in one interleaved
+run). The spatial gate's BatchNorm still updates its running statistics once per step (tested).
 """
 
 from __future__ import annotations
