@@ -6,7 +6,7 @@
 # Usage: benchmarks/cpu_focused.sh [OUT_DIR]   (then: python benchmarks/make_docs.py OUT_DIR docs)
 set -euo pipefail
 OUT=${1:-bench-out/cpu}
-COMMON=(--device cpu --threads 1 --batch_sizes '[8]' --resolutions '[224]' --warmup 1 --repeats 3 --min_time 0.3)
+COMMON=(--device cpu --threads 1 --batch_sizes '[8]' --resolutions '[224]' --warmup 1 --repeats 5 --min_time 0.3)
 attnzoo bench --models '[r50, "*_r50"]' --tasks '[infer, train]' --compile '[default]' "${COMMON[@]}" --out_dir "$OUT/r50"
 attnzoo bench --models '[mobilenetv2, "*_mobilenetv2", "gam_mobilenetv2@groups=2"]' --tasks '[infer, train]' \
   --compile '[default]' "${COMMON[@]}" --out_dir "$OUT/mobilenetv2"
