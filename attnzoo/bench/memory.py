@@ -22,12 +22,13 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import statistics
 
 import torch
 
 from attnzoo.bench.workload import Workload, sync
 
-CPU_METHOD = "state bytes + increase of peak resident set (VmHWM, reset via /proc/self/clear_refs after malloc_trim) over one step"
+CPU_METHOD = "state bytes + increase of peak resident set (VmHWM, reset via /proc/self/clear_refs after malloc_trim) over one step, median of three steps"
 CUDA_METHOD = "torch.cuda.max_memory_allocated over one step"
 
 
@@ -74,8 +75,12 @@ def method(device: str) -> str | None:
     return CPU_METHOD if cpu_supported() else None
 
 
-def peak_bytes(workload: Workload, device: str) -> int | None:
-    """Peak memory of one more call of an already warmed-up workload (see the module docstring)."""
+def peak_bytes(workload: Workload, device: str, repeats: int = 3) -> int | None:
+    """Peak memory of an already warmed-up workload: the median over ``repeats`` calls.
+
+    On the CPU one call's figure moves by a few percent with the allocator's state (pages glibc did or did
+    not hand back), so the median keeps one outlying call out. CUDA's figure is exact: one call suffices.
+    """
     if device.startswith("cuda"):
         sync(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -84,9 +89,12 @@ def peak_bytes(workload: Workload, device: str) -> int | None:
         return torch.cuda.max_memory_allocated(device)
     if not cpu_supported():
         return None
+    return workload.state_bytes() + int(statistics.median(_cpu_step_peak(workload) for _ in range(max(1, repeats))))
+
+
+def _cpu_step_peak(workload: Workload) -> int:
     _libc().malloc_trim(0)
     _reset_peak()
     before = _status_kib("VmRSS")
     workload.run()
-    step_peak = max(0, _status_kib("VmHWM") - before) * 1024
-    return workload.state_bytes() + step_peak
+    return max(0, _status_kib("VmHWM") - before) * 1024
