@@ -167,31 +167,6 @@ def test_identity_attention_retrofit_gives_the_plain_outputs_exactly(plain_name,
         assert torch.equal(model(x), plain(x))
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_gct_before_a_depthwise_conv_scales_its_output_with_the_same_result(stride):
-    """conv(x · g) = conv(x) · g for a depthwise conv: values and every gradient equal the input-gated form."""
-    from attnzoo.backbones.layers import GatedConv2d
-
-    torch.manual_seed(0)
-    conv = GatedConv2d(12, 12, 3, stride, 1, groups=12, bias=False, gate=GCT(12)).double()
-    with torch.no_grad():
-        conv.gate.gamma.normal_()
-        conv.gate.beta.normal_()
-    assert conv.scale_output
-    x = torch.randn(2, 12, 9, 7, dtype=torch.float64)
-    results = []
-    for forward in (conv, lambda inp: torch.nn.functional.conv2d(conv.gate(inp), conv.weight, None, stride, 1, 1, 12)):
-        conv.zero_grad()
-        inp = x.clone().requires_grad_()
-        out = forward(inp)
-        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
-        results.append([out.detach(), inp.grad] + [p.grad.clone() for p in conv.parameters()])
-    for ours, reference in zip(*results):
-        torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-13)
-    with pytest.raises(AttnzooError, match="expects input"):
-        conv(torch.randn(1, 5, 4, 4, dtype=torch.float64))
-
-
 @pytest.mark.parametrize(
     "call, words",
     [

@@ -30,10 +30,6 @@ Implementation notes (same function as the paper, cheaper and safer):
   keeping it beside x for the following convolution's weight gradient: one multiply, against one extra
   feature map per convolution held until the backward pass (measured: GCT-R50's peak training memory fell
   from 1.24x to 1.03x plain R50 in one interleaved run).
-- In front of a depthwise convolution (MobileNetV2) the gate scales the convolution's output instead:
-  each output channel reads exactly one input channel, so conv(x · g) = conv(x) · g, and the multiply fuses
-  into the BatchNorm and activation after it, so the gated copy of the expanded feature map, the network's
-  largest, is never written. At initialisation g is exactly 1, so this is still bitwise the plain network.
 - What remains of its cost is memory traffic: the gated copy must be written before every convolution
   (the convolutions are library calls that cannot take a per-channel input scale) and read by it. Folding
   the gate into per-sample 1x1 weights (a batched matmul) was measured and was not faster on the CPU, and it
@@ -77,10 +73,6 @@ class GCT(AttentionModule):
         nn.init.zeros_(self.beta)
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.channel_scale(x)
-
-    def channel_scale(self, x: torch.Tensor) -> torch.Tensor:
-        """The gate 1 + tanh(γ·ŝ + β) as a [B, C, 1, 1] tensor in x's dtype (the module returns x times it)."""
         eps = self.epsilon
         acc = torch.promote_types(x.dtype, torch.float32)  # at least float32, float64 stays float64
         if self.mode == "l2":
@@ -95,7 +87,7 @@ class GCT(AttentionModule):
             embedding = total * self.alpha
             normalizer = 1.0 / (embedding.abs().mean(dim=1, keepdim=True) + eps)
         gate = 1.0 + torch.tanh(self.gamma * (embedding * normalizer) + self.beta)
-        return gate.to(x.dtype)
+        return x * gate.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, mode={self.mode!r}, epsilon={self.epsilon}, after_relu={self.after_relu}"

@@ -13,23 +13,13 @@ class GatedConv2d(nn.Conv2d):
 
     It keeps ``nn.Conv2d``'s own parameter names (``weight``), so plain weights load unchanged; the gate's
     parameters sit beside them under ``<conv>.gate``.
-
-    A gate that is a per-channel scale exposes it as ``channel_scale(x)`` ([B, C, 1, 1]; GCT does). In a
-    depthwise convolution each output channel reads only its own input channel, so the scale commutes with
-    the convolution, conv(x · s) = conv(x) · s: there the scale is applied to the output, where compile fuses
-    it into the BatchNorm that follows, and the gated copy of the input is never written.
     """
 
     def __init__(self, *args, gate: nn.Module, **kwargs):
         super().__init__(*args, **kwargs)
         self.gate = gate
-        depthwise = self.groups == self.in_channels == self.out_channels
-        self.scale_output = depthwise and callable(getattr(gate, "channel_scale", None))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.scale_output:
-            self.gate.check_input(x)
-            return super().forward(x) * self.gate.channel_scale(x)
         return super().forward(self.gate(x))
 
 
