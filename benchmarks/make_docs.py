@@ -68,16 +68,18 @@ def model_table(results: dict) -> list[str]:
 
 
 def goals(runs: list[tuple[str, dict]]) -> list[str]:
-    lines = ["| goal | model | measured | verdict |", "|---|---|---:|---|"]
+    lines = ["| goal | model | measured: median (min-max over rounds) | verdict |", "|---|---|---:|---|"]
     for _, results in runs:
         for row in results["rows"]:
             attention = row.get("attention")
             if attention not in TIME_GOALS or row["compile"] == "eager" or row["freezing"]:
                 continue
             limit = TIME_GOALS[attention]
-            value = (row.get("ratio_to_plain") or {}).get("median")
+            spread = row.get("ratio_to_plain") or {}
+            value = spread.get("median")
+            measured = "-" if value is None else f"{value:.3f}x ({spread['min']:.2f}-{spread['max']:.2f})"
             goal = f"{row['task']} time <= {limit:.2f}x plain" if limit else f"{row['task']} time (reported)"
-            lines.append(f"| {goal} | `{row['model']}` | {'-' if value is None else f'{value:.3f}x'} | {verdict(value, limit)} |")
+            lines.append(f"| {goal} | `{row['model']}` | {measured} | {verdict(value, limit)} |")
             if row["task"] == "train":
                 mem = row.get("memory_ratio_to_plain")
                 limit_mem = None if attention == "gam" else MEMORY_GOAL
@@ -129,6 +131,8 @@ def render(root: str) -> str:
             f"## {name}",
             "",
             f"`{m['command']}`",
+            "",
+            f"Run {m['date']}{', commit ' + m['git_commit'] if m.get('git_commit') else ''}.",
             "",
             f"compile: {', '.join(config['compile'])}{' (inductor freezing)' if config['freezing'] else ''}; "
             f"dtypes {config['dtypes']}, channels_last {config['channels_last']}, batch {config['batch_sizes']}, "
