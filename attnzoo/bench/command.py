@@ -59,12 +59,12 @@ def bench_command(
         data_dir: an ImageFolder root (train/ and val/): also measure the data pipeline's images/s.
         data_workers: data loader workers for that measurement.
     """
+    swept = dict(models=models, tasks=tasks, compile=compile, batch_sizes=batch_sizes, resolutions=resolutions,
+                 dtypes=dtypes, channels_last=channels_last)
     results = run(
-        models=models or ["r50", "*_r50"], tasks=tasks or ["infer", "train"], compile=compile or ["default"],
-        batch_sizes=batch_sizes or [8], resolutions=resolutions or [224], dtypes=dtypes or ["fp32"],
-        channels_last=channels_last or [False], device=device, freezing=freezing, warmup=warmup, repeats=repeats,
-        min_time=min_time, measure_memory=memory, graph_breaks=graph_breaks, num_classes=num_classes,
-        model_args=model_args, threads=threads,
+        **{option: values for option, values in swept.items() if values is not None},  # else run()'s defaults
+        device=device, freezing=freezing, warmup=warmup, repeats=repeats, min_time=min_time, measure_memory=memory,
+        graph_breaks=graph_breaks, num_classes=num_classes, model_args=model_args, threads=threads,
     )
     if data_dir is not None:
         from attnzoo.bench.data_pipeline import throughput

@@ -8,6 +8,7 @@ added when it was not asked for.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass, field
 
@@ -82,10 +83,8 @@ def timm_peer(item: str) -> Entry:
     """A timm model as a peer of the zoo's r50 (only where timm is installed, e.g. the GPU machine)."""
     if item not in TIMM_PEERS:
         raise AttnzooError(f"unknown timm peer {item!r}. Accepted: {', '.join(TIMM_PEERS)}.")
-    try:
-        import timm  # noqa: F401 - optional peer, never a dependency
-    except ImportError:
-        raise AttnzooError(f"{item!r} needs timm, which is not installed here (timm peers are for the GPU machine).") from None
+    if importlib.util.find_spec("timm") is None:  # optional peer, never a dependency; imported only to build it
+        raise AttnzooError(f"{item!r} needs timm, which is not installed here (timm peers are for the GPU machine).")
     return Entry(item, item, "r50", "timm")
 
 
