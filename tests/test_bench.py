@@ -14,6 +14,7 @@ from attnzoo.bench import graph_breaks, memory, run, table, write
 from attnzoo.bench.selection import Entry, select
 from attnzoo.bench.workload import Setting, make_workload
 from attnzoo.cli import main
+from attnzoo.compiling import compile_kwargs
 from attnzoo.errors import AttnzooError
 
 TINY = {"width_mult": 0.25}
@@ -122,7 +123,7 @@ def test_compiled_training_step_fullgraph_inductor_matches_eager():
                 module.gamma.normal_()  # a non-trivial gate
                 module.beta.normal_()
     x, y = torch.randn(4, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (4,))
-    compiled = torch.compile(model, fullgraph=True)
+    compiled = torch.compile(model, fullgraph=True, **compile_kwargs(None, "cpu"))  # as the trainer compiles
     grads = []
     for fn in (compiled, model):
         model.zero_grad(set_to_none=True)

@@ -2,8 +2,9 @@
 
 Inference is a forward pass under ``torch.inference_mode``. A training step is forward, cross-entropy,
 backward and an SGD step (momentum 0.9, ``foreach``), gradients set to None after it, as a training loop does.
-Compiled models use ``torch.compile(model, mode=..., fullgraph=True)``: a graph break is an error here,
-never a silent slowdown. The loss and the optimizer step stay eager, identical for every model.
+Compiled models use ``torch.compile(model, fullgraph=True)`` with the trainer's compile arguments
+(``attnzoo.compiling``): a graph break is an error here, never a silent slowdown. The loss and the optimizer
+step stay eager, identical for every model.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from attnzoo.bench.selection import TIMM_PEERS, TIMM_PREFIX, Entry
+from attnzoo.compiling import compile_kwargs
 from attnzoo.registry import create_model
 
 EAGER = "eager"
@@ -95,10 +97,10 @@ def _inductor_options(setting: Setting):
     return inductor_config.patch(freezing=True)
 
 
-def compile_model(model: nn.Module, mode: str) -> nn.Module:
+def compile_model(model: nn.Module, mode: str, device: str) -> nn.Module:
     if mode == EAGER:
         return model
-    return torch.compile(model, mode=mode, fullgraph=True)
+    return torch.compile(model, fullgraph=True, **compile_kwargs(mode, device))
 
 
 @dataclass
@@ -120,7 +122,7 @@ class Workload:
 
 def make_workload(entry: Entry, mode: str, setting: Setting, num_classes: int, model_args: dict) -> Workload:
     model = build_model(entry, setting, num_classes, model_args)
-    compiled = compile_model(model, mode)
+    compiled = compile_model(model, mode, setting.device)
     x, y = make_batch(setting, num_classes)
     autocast = _autocast(setting)
     inductor_options = _inductor_options(setting)

@@ -26,6 +26,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from attnzoo.attention import AttentionModule
+from attnzoo.compiling import compile_kwargs
 from attnzoo.errors import AttnzooError
 from attnzoo.registry import IMAGENET_MEAN, IMAGENET_STD, create_model
 from attnzoo.training.mixing import MixupCutmix
@@ -192,8 +193,10 @@ class ImageClassifier(L.LightningModule):
             if self.ema is not None:
                 self.ema.to(memory_format=torch.channels_last)
         if self.compile_mode and not self._compiled:
-            mode = None if self.compile_mode in (True, "default") else self.compile_mode
-            self.model.compile(mode=mode)
+            mode = None if self.compile_mode is True else self.compile_mode
+            # Still on the CPU here when training on a GPU: the strategy moves the model after this hook.
+            device = self._trainer.strategy.root_device if self._trainer is not None else self.device
+            self.model.compile(**compile_kwargs(mode, device))
             self._compiled = True
 
     # ---- optimisation ---------------------------------------------------------------------------------------
