@@ -8,10 +8,12 @@ first and let each attention module put its own back afterwards.
 - ``"residual"``: at the end of the residual branch, after the last BN and before the addition;
 - ``"pre_conv"``: in front of every convolution (GCT).
 
-Subclasses implement ``attend(x)``; ``forward`` checks the input first. A module whose intermediates are as
-large as its input but cheap to recompute sets ``recompute_for_backward``: in a compiled training step it then
-keeps only its input for the backward pass (``torch.utils.checkpoint``, which the compiler turns into
-recomputation inside the backward kernels). Eager mode and inference are unaffected.
+Subclasses implement ``attend(x)``; ``forward`` checks the input first. A module that multiplies a feature map
+by a gate where the product would otherwise be kept for the backward pass (by the convolution that follows, or
+by its own second gate) applies the gate with ``apply_gate`` and sets ``recompute_for_backward``: in a compiled
+training step the product is then recomputed inside the backward kernels from the input and the small gate
+(``torch.utils.checkpoint`` around the multiply alone), while the gate's statistics stay saved, so the backward
+pass does not repeat their reductions. Eager mode and inference are unaffected.
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ class AttentionModule(nn.Module):
             raise AttnzooError(f"{type(self).__name__}: channels must be a positive integer, got {channels!r}.")
         self.channels = channels
 
-    # True where the module's intermediates are as large as its input but cheap to recompute (a reduction and
-    # a few elementwise passes): a compiled training step then keeps only the input for the backward pass and
-    # recomputes the rest there, instead of holding extra feature-map-sized tensors per module.
+    # True where ``apply_gate``'s product would be kept for the backward pass beside the input it came from:
+    # a compiled training step then recomputes it there (one multiply) instead of holding a second
+    # feature-map-sized tensor per module.
     recompute_for_backward: ClassVar[bool] = False
 
     def reset_parameters(self) -> None:  # pragma: no cover - every module overrides it
@@ -44,11 +46,15 @@ class AttentionModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        # Only under torch.compile: there the partitioner turns the checkpoint into recomputation fused into
-        # the backward kernels; in eager mode it would re-run the module and save nothing.
-        if self.recompute_for_backward and torch.is_grad_enabled() and torch.compiler.is_compiling():
-            return checkpoint(self.attend, x, use_reentrant=False)
         return self.attend(x)
+
+    def apply_gate(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """``x * gate`` (gate broadcast over x), recomputed in the backward pass where the module asks for it."""
+        # Only under torch.compile: there the partitioner turns the checkpoint into recomputation fused into
+        # the backward kernels; in eager mode it would re-run the multiply and save nothing.
+        if self.recompute_for_backward and torch.is_grad_enabled() and torch.compiler.is_compiling():
+            return checkpoint(torch.mul, x, gate, use_reentrant=False)
+        return x * gate
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - every module overrides it
         """The module's function on an input already checked to be [B, channels, H, W]."""
