@@ -7,7 +7,7 @@ activations saved by the forward graph and the gradients computed by the backwar
 ``convolution_backward`` in different layouts. ATen reorders them on every call, and a depthwise convolution's
 backward runs several times slower. Measured on this project's CPU machine (batch 8, 224x224, fp32, one
 thread, interleaved), a MobileNetV2 training step ran 1.35x and 1.46x faster in two runs with the layout forced
-in both graphs; ResNet-50's ran 1.01x faster (its backward has no depthwise convolution).
+in both graphs; ResNet-50's was unchanged (1.01x and 1.00x; it has no depthwise convolution).
 
 Forcing inductor's layout optimisation on the CPU gives the backward graph the layout the forward graph
 already has; it changes nothing for inference, where the CPU rule already applies. On CUDA inductor's own
