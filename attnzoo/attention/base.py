@@ -36,9 +36,7 @@ class AttentionModule(nn.Module):
             raise AttnzooError(f"{type(self).__name__}: channels must be a positive integer, got {channels!r}.")
         self.channels = channels
 
-    # True where ``apply_gate``'s product would be kept for the backward pass beside the input it came from:
-    # a compiled training step then recomputes it there (one multiply) instead of holding a second
-    # feature-map-sized tensor per module.
+    # See the module docstring: set by modules whose ``apply_gate`` product would otherwise be kept.
     recompute_for_backward: ClassVar[bool] = False
 
     def reset_parameters(self) -> None:  # pragma: no cover - every module overrides it
