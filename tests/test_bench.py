@@ -131,3 +131,33 @@ def test_compiled_training_step_fullgraph_inductor_matches_eager():
         grads.append([p.grad.clone() for p in model.parameters()])
     for got, want in zip(*grads):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.slow
+def test_kernel_profile_sees_inductors_kernels_and_the_library_calls():
+    # benchmarks/kernel_profile.py sorts profiler events into inductor's fused kernels and library calls; if the
+    # kernels stopped reaching the profiler, or were renamed, its totals would silently drop them.
+    import importlib.util
+    from pathlib import Path
+
+    import torch._inductor.config as inductor_config
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "kernel_profile.py"
+    spec = importlib.util.spec_from_file_location("kernel_profile", path)
+    kernel_profile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kernel_profile)
+
+    torch._dynamo.reset()
+    entry = select(["gct_mobilenetv2"])["mobilenetv2"][1]
+    workload = make_workload(entry, "default", Setting("cpu", "fp32", False, "infer", 2, 32), 10, TINY)
+    with inductor_config.patch({"cpp.enable_kernel_profile": True}):
+        workload.run()
+        events = kernel_profile.profile_steps(workload.run, steps=1)
+    by_category = {}
+    for name, (ms, calls) in events.items():
+        by_category.setdefault(kernel_profile.category(name), []).append((name, calls))
+    fused = by_category.get("fused kernels", [])
+    assert fused, sorted(events)
+    # MobileNetV2 has 52 convolutions, each with its GCT fused ahead of it; the library runs the convolutions.
+    assert sum(calls for _, calls in fused) >= 52
+    assert any("convolution" in name for name, _ in by_category.get("library calls", []))
