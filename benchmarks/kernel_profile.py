@@ -25,14 +25,14 @@ from torch.profiler import ProfilerActivity, profile
 from attnzoo.bench.selection import select
 from attnzoo.bench.workload import Setting, make_workload
 
-LIBRARY_PREFIXES = ("aten::", "mkldnn::", "mkl::")
+LIBRARY_PREFIX = "aten::"  # ATen ops, the library convolutions among them
 FUSED_MARK = "cpp_fused_"  # inductor's generated C++ kernels: graph_<n>_cpp_fused_<ops>_<index>
 
 
 def category(name: str) -> str:
     if FUSED_MARK in name:
         return "fused kernels"
-    if name.startswith(LIBRARY_PREFIXES):
+    if name.startswith(LIBRARY_PREFIX):
         return "library calls"
     return "other"
 
