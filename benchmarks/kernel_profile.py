@@ -24,6 +24,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from attnzoo.bench.selection import select
 from attnzoo.bench.workload import Setting, make_workload
+from attnzoo.errors import AttnzooError
 
 LIBRARY_PREFIX = "aten::"  # ATen ops, the library convolutions among them
 FUSED_MARK = "cpp_fused_"  # inductor's generated C++ kernels: graph_<n>_cpp_fused_<ops>_<index>
@@ -70,7 +71,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     inductor_config.cpp.enable_kernel_profile = True  # each generated kernel becomes a profiler event
     setting = Setting("cpu", "fp32", False, args.task, args.batch, args.resolution)
-    for entries in select(args.model).values():
+    try:
+        groups = select(args.model)
+    except AttnzooError as err:
+        parser.error(str(err))  # one line and exit status 2, as for any other bad argument
+    for entries in groups.values():
         for entry in entries:
             workload = make_workload(entry, "default", setting, num_classes=1000, model_args={})
             for _ in range(3):

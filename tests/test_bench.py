@@ -4,7 +4,10 @@ representative set traces into one graph for evaluation and for a training step.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -133,19 +136,32 @@ def test_compiled_training_step_fullgraph_inductor_matches_eager():
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-8)
 
 
+KERNEL_PROFILE = Path(__file__).resolve().parents[1] / "benchmarks" / "kernel_profile.py"
+
+
+def _load_kernel_profile():
+    spec = importlib.util.spec_from_file_location("kernel_profile", KERNEL_PROFILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_kernel_profile_unknown_model_is_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["kernel_profile.py", "gct_r55"])
+    with pytest.raises(SystemExit) as exit_info:
+        _load_kernel_profile().main()
+    assert exit_info.value.code == 2
+    error_lines = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(error_lines) == 1 and "unknown model 'gct_r55'" in error_lines[0], error_lines
+
+
 @pytest.mark.slow
 def test_kernel_profile_sees_inductors_kernels_and_the_library_calls():
     # benchmarks/kernel_profile.py sorts profiler events into inductor's fused kernels and library calls; if the
     # kernels stopped reaching the profiler, or were renamed, its totals would silently drop them.
-    import importlib.util
-    from pathlib import Path
-
     import torch._inductor.config as inductor_config
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "kernel_profile.py"
-    spec = importlib.util.spec_from_file_location("kernel_profile", path)
-    kernel_profile = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(kernel_profile)
+    kernel_profile = _load_kernel_profile()
 
     torch._dynamo.reset()
     entry = select(["gct_mobilenetv2"])["mobilenetv2"][1]
