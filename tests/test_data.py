@@ -92,7 +92,7 @@ def test_image_folder_datamodule_classes_and_batches(tmp_path):
     root = make_image_folder(tmp_path)
     dm = ImageFolderDataModule(str(root), input_size=32, batch_size=2, num_workers=0)
     assert dm.num_classes == 2 and dm.class_names == ["cat", "dog"]
-    assert dm.preprocessing["input_size"] == [3, 32, 32]
+    assert dm.preprocessing.input_size == (3, 32, 32)
     dm.setup("fit")
     images, labels = next(iter(dm.train_dataloader()))
     assert images.shape == (2, 3, 32, 32) and images.dtype == torch.uint8

@@ -5,7 +5,7 @@ from attnzoo.data.base import ClassificationDataModule
 from attnzoo.data.image_folder import ImageFiles, ImageFolder, UnreadableImageWarning
 from attnzoo.data.modules import CIFARDataModule, ImageFolderDataModule, ShapesDataModule
 from attnzoo.data.synthetic import SHAPE_CLASSES, ShapesDataset
-from attnzoo.data.transforms import Normalize, RandomResizedCrop, ResizeCenterCrop
+from attnzoo.data.transforms import RandomResizedCrop, ResizeCenterCrop
 
 __all__ = [
     "CIFARDataModule",
@@ -13,7 +13,6 @@ __all__ = [
     "ImageFiles",
     "ImageFolder",
     "ImageFolderDataModule",
-    "Normalize",
     "RandomResizedCrop",
     "ResizeCenterCrop",
     "SHAPE_CLASSES",

@@ -1,8 +1,9 @@
 """What every attnzoo data module shares.
 
-A data module knows its classes (``num_classes``, ``class_names``) and its ``preprocessing`` (input size,
-interpolation, crop fraction, mean, std) as soon as it is constructed, so the command line can hand them to the
-model (``link_arguments``) and the checkpoint carries them: configs never repeat them.
+A data module knows its classes (``num_classes``, ``class_names``) and its ``preprocessing`` (a
+:class:`~attnzoo.preprocessing.Preprocessing`: input size, interpolation, crop fraction, mean, std) as soon as
+it is constructed, so the command line can hand them to the model (``link_arguments``) and the checkpoint
+carries them: configs never repeat them.
 
 Datasets yield uint8 images; the model normalises them on its device with ``preprocessing``'s mean and std
 (a quarter of the bytes through pinned memory, and normalisation costs nothing on an accelerator).
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from attnzoo.data.image_folder import ImageFiles, ImageFolder
 from attnzoo.data.transforms import eval_transform
 from attnzoo.errors import AttnzooError
+from attnzoo.preprocessing import Preprocessing
 
 
 class ClassificationDataModule(L.LightningDataModule):
@@ -69,8 +71,8 @@ class ClassificationDataModule(L.LightningDataModule):
         return len(self._class_names)
 
     @property
-    def preprocessing(self) -> dict:
-        return dict(self._preprocessing)
+    def preprocessing(self) -> Preprocessing:
+        return self._preprocessing
 
     def predict_files(self) -> Dataset | None:
         """The user's ``predict_path`` images with the evaluation transform, or None when not given."""

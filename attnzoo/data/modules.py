@@ -12,8 +12,9 @@ from attnzoo.data.base import ClassificationDataModule
 from attnzoo.data.cifar import ARCHIVES, CIFAR_MEAN, CIFAR_STD, CifarDataset, prepare_cifar
 from attnzoo.data.image_folder import ImageFolder, find_classes
 from attnzoo.data.synthetic import SHAPE_CLASSES, ShapesDataset
-from attnzoo.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, resample_mode, train_transform
+from attnzoo.data.transforms import eval_transform, train_transform
 from attnzoo.errors import AttnzooError
+from attnzoo.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 
 class LabelledSamples(Dataset):
@@ -74,15 +75,9 @@ class ImageFolderDataModule(ClassificationDataModule):
                 raise AttnzooError(
                     f"{str(self.data_dir / self.split_dirs[split])!r} does not exist: expected {layout}."
                 )
-        resample_mode(interpolation)  # refuse a bad name now, not in a worker
+        # Checked now (a bad interpolation name, crop_pct...), not in a loader worker.
+        self._preprocessing = Preprocessing((3, input_size, input_size), interpolation, crop_pct, mean, std)
         self._class_names = find_classes(self.data_dir / train_dir)
-        self._preprocessing = {
-            "input_size": [3, input_size, input_size],
-            "interpolation": interpolation,
-            "crop_pct": crop_pct,
-            "mean": list(mean),
-            "std": list(std),
-        }
 
     def _split(self, split: str, train: bool) -> ImageFolder:
         transform = train_transform(self._preprocessing) if train else eval_transform(self._preprocessing)
@@ -127,13 +122,7 @@ class CIFARDataModule(ClassificationDataModule):
             raise AttnzooError(f"unknown CIFAR variant {variant!r}. Accepted: {', '.join(ARCHIVES)}.")
         self.data_dir, self.variant, self.download = Path(data_dir), variant, download
         self._class_names = list(ARCHIVES[variant].classes)
-        self._preprocessing = {
-            "input_size": [3, 32, 32],
-            "interpolation": "bilinear",
-            "crop_pct": 1.0,
-            "mean": list(CIFAR_MEAN),
-            "std": list(CIFAR_STD),
-        }
+        self._preprocessing = Preprocessing((3, 32, 32), "bilinear", 1.0, CIFAR_MEAN, CIFAR_STD)
 
     def prepare_data(self) -> None:
         # Lightning runs this once per node (local rank 0): the download and extraction happen once.
@@ -184,13 +173,7 @@ class ShapesDataModule(ClassificationDataModule):
         self.num_train, self.num_val, self.image_size = num_train, num_val, image_size
         self.seed, self.predict_samples = seed, predict_samples
         self._class_names = list(SHAPE_CLASSES[:num_classes])
-        self._preprocessing = {
-            "input_size": [3, image_size, image_size],
-            "interpolation": "bilinear",
-            "crop_pct": 1.0,
-            "mean": [0.5, 0.5, 0.5],
-            "std": [0.25, 0.25, 0.25],
-        }
+        self._preprocessing = Preprocessing((3, image_size, image_size), "bilinear", 1.0, (0.5,) * 3, (0.25,) * 3)
 
     def _generate(self, count: int, seed_offset: int, train: bool = False) -> ShapesDataset:
         return ShapesDataset(count, self.image_size, self.seed * 3 + seed_offset, self.num_classes, train=train)

@@ -2,7 +2,7 @@
 
 Training: RandomResizedCrop (scale 0.08-1, aspect ratio 3/4-4/3) and a horizontal flip. Evaluation: resize the
 shorter side to ``input_size / crop_pct`` (256 for 224 crops) and take the center crop. Both are driven by a
-model's ``preprocessing`` dict (input_size, interpolation, crop_pct, mean, std).
+:class:`attnzoo.preprocessing.Preprocessing` (input size, interpolation, crop fraction).
 
 Both transforms decide their crop box from the image's header size *before* decoding, and can then ask a JPEG
 for a reduced-size decode (``Image.draft``: libjpeg scales by 1/2, 1/4 or 1/8 while decoding), never smaller than
@@ -10,8 +10,8 @@ what the final resize needs. On large photos this skips most of the decoding wor
 training and off for evaluation (full decoding keeps evaluation numbers comparable with other code bases).
 
 The transforms return uint8 CHW tensors; normalisation happens on the batch, on the device
-(:meth:`attnzoo.training.ImageClassifier.prepare_input`, or :class:`Normalize` here), which sends a quarter of
-the bytes from the loader workers to the accelerator.
+(:meth:`attnzoo.training.ImageClassifier.prepare_input`), which sends a quarter of the bytes from the loader
+workers to the accelerator.
 """
 
 from __future__ import annotations
@@ -25,21 +25,14 @@ import torch
 from PIL import Image
 
 from attnzoo.errors import AttnzooError
-from attnzoo.registry import IMAGENET_MEAN, IMAGENET_STD  # one definition; re-exported for the data modules
+from attnzoo.preprocessing import INTERPOLATIONS, Preprocessing
 
-INTERPOLATIONS = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX,
-    "hamming": Image.Resampling.HAMMING,
-}
+RESAMPLING = {name: Image.Resampling[name.upper()] for name in INTERPOLATIONS}
 
 
 def resample_mode(name: str) -> Image.Resampling:
     try:
-        return INTERPOLATIONS[name]
+        return RESAMPLING[name]
     except (KeyError, TypeError):
         raise AttnzooError(f"unknown interpolation {name!r}. Accepted: {', '.join(INTERPOLATIONS)}.") from None
 
@@ -152,35 +145,11 @@ def to_uint8_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
-class Normalize:
-    """uint8 (or float in [0, 1]) NCHW / CHW batch -> float, minus mean, divided by std. Runs on whichever
-    device the batch is on."""
-
-    def __init__(self, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD):
-        if len(mean) != len(std):
-            raise AttnzooError(f"mean and std must have the same length, got {list(mean)} and {list(std)}.")
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.uint8:
-            x = x.float().div_(255)
-        mean = self.mean.to(x.device, x.dtype)
-        std = self.std.to(x.device, x.dtype)
-        return (x - mean) / std
+def train_transform(preprocessing: Preprocessing, draft: bool = True) -> RandomResizedCrop:
+    return RandomResizedCrop(preprocessing.crop_size, interpolation=preprocessing.interpolation, draft=draft)
 
 
-def train_transform(preprocessing: dict, draft: bool = True) -> RandomResizedCrop:
-    return RandomResizedCrop(
-        preprocessing["input_size"], interpolation=preprocessing.get("interpolation", "bilinear"), draft=draft
-    )
-
-
-def eval_transform(preprocessing: dict, draft: bool = False) -> ResizeCenterCrop:
+def eval_transform(preprocessing: Preprocessing, draft: bool = False) -> ResizeCenterCrop:
     """Full-resolution decoding by default: evaluation numbers stay comparable with other code bases."""
-    return ResizeCenterCrop(
-        preprocessing["input_size"],
-        crop_pct=preprocessing.get("crop_pct", 0.875),
-        interpolation=preprocessing.get("interpolation", "bilinear"),
-        draft=draft,
-    )
+    return ResizeCenterCrop(preprocessing.crop_size, crop_pct=preprocessing.crop_pct,
+                            interpolation=preprocessing.interpolation, draft=draft)

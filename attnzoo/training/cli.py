@@ -21,6 +21,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from attnzoo.data.base import ClassificationDataModule
 from attnzoo.errors import AttnzooError
+from attnzoo.preprocessing import Preprocessing
 from attnzoo.training.callbacks import PredictionWriter
 from attnzoo.training.module import ImageClassifier
 
@@ -30,8 +31,11 @@ import attnzoo.data.modules  # noqa: E402,F401  isort: skip
 
 class AttnzooCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        for name in ("num_classes", "class_names", "preprocessing"):
+        for name in ("num_classes", "class_names"):
             parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
+        # As the plain dict the model's hyper-parameters record (checkpoints are read weights-only).
+        parser.link_arguments("data.preprocessing", "model.preprocessing", compute_fn=Preprocessing.to_dict,
+                              apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {

@@ -28,6 +28,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from attnzoo.attention import AttentionModule
 from attnzoo.compiling import compile_kwargs
 from attnzoo.errors import AttnzooError
+from attnzoo.preprocessing import Preprocessing
 from attnzoo.registry import IMAGENET_MEAN, IMAGENET_STD, create_model
 from attnzoo.training.mixing import MixupCutmix
 from attnzoo.training.param_groups import NO_WEIGHT_DECAY_CHOICES, NoWeightDecay, parameter_groups
@@ -101,6 +102,10 @@ class ImageClassifier(L.LightningModule):
         top_k: int = 5,
     ):
         super().__init__()
+        if isinstance(preprocessing, Preprocessing):
+            # Hyper-parameters go into checkpoints, which are read weights-only: plain values, never a class.
+            # save_hyperparameters reads the arguments from this frame, so the dict is what it records.
+            preprocessing = preprocessing.to_dict()
         ignore = ["model"] if isinstance(model, nn.Module) else []
         ignore += [name for name, value in (("optimizer", optimizer), ("lr_scheduler", lr_scheduler)) if not _picklable(value)]
         self.save_hyperparameters(ignore=ignore)
