@@ -45,17 +45,13 @@ def _build_on_meta(name: str, **kwargs) -> nn.Module:
 
 
 def attention_sites(model: nn.Module) -> dict[str, int]:
-    """Where attention sits: the count of attention modules under each top-level stage."""
-    sites: Counter[str] = Counter()
+    """Where attention sits: the count of attention modules in each stage of the backbone that has any, in
+    stage order, keyed by the stage's name (``{"layer1": 3, ...}``; see ``model.stages()``)."""
+    sites: Counter[int] = Counter()
     for path, module in model.named_modules():
         if isinstance(module, AttentionModule):
-            sites[_stage_of(path)] += 1
-    return dict(sites)
-
-
-def _stage_of(path: str) -> str:
-    parts = path.split(".")
-    return ".".join(parts[:2]) if parts[0] == "features" else parts[0]  # MobileNetV2: features.N
+            sites[model.stage_of(path)] += 1
+    return {stage.name: sites[stage.index] for stage in model.stages() if sites[stage.index]}
 
 
 def model_info(name_or_model: str | nn.Module, input_size=(3, 224, 224), num_classes: int = 1000, **overrides) -> dict:

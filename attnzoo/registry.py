@@ -19,7 +19,6 @@ from torch import nn
 
 from attnzoo import attention as attention_registry
 from attnzoo.backbones import BasicBlock, Bottleneck, MobileNetV2, ResNet
-from attnzoo.backbones.mobilenetv2 import INVERTED_RESIDUAL_SETTING
 from attnzoo.errors import AttnzooError, unknown
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -75,13 +74,15 @@ class ModelSpec:
         """Per-stage attention options of the released models."""
         if self.attention != "eca":
             return {}
+        cls, fixed = BACKBONES[self.backbone]
+        block_stages = [stage for stage in cls.stage_layout(**fixed) if stage.blocks]
         if self.backbone == "mobilenetv2":
-            # Official ECA-MobileNetV2: k = 1 where the paper's table has c <= 96 (before any width
-            # multiplier), else 3 — so the 96-channel stage gets 1.
-            kernels = [1 if c <= 96 else 3 for _, c, _, _ in INVERTED_RESIDUAL_SETTING]
+            # Official ECA-MobileNetV2: k = 1 where the paper's table has c <= 96 (the layout at width 1.0,
+            # whatever the width multiplier), else 3 — so the 96-channel stage gets 1.
+            kernels = [1 if stage.channels <= 96 else 3 for stage in block_stages]
         else:
             kernels = ECA_RESNET_KERNELS[self.backbone]
-        return {stage: {"kernel_size": k} for stage, k in enumerate(kernels, start=1)}
+        return {stage.index: {"kernel_size": k} for stage, k in zip(block_stages, kernels, strict=True)}
 
 
 def _build_table() -> dict[str, ModelSpec]:

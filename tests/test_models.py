@@ -237,3 +237,23 @@ def test_stride_in_1x1_moves_the_stride_and_keeps_every_shape():
     assert msra.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
     with pytest.raises(AttnzooError, match="bottleneck"):
         attnzoo.create_model("r18", stride_in_1x1=True)
+
+
+@pytest.mark.parametrize("backbone", ["r18", "r50", "mobilenetv2"])
+def test_stages_are_the_numbers_attention_stages_selects(backbone):
+    # One numbering: the stage a module is reported in (stage_of, model_info's sites, the converter's ECA
+    # kernels) is the stage that attention_stages put it in.
+    with torch.device("meta"):
+        stages = attnzoo.create_model(backbone).stages()
+        assert [s.index for s in stages] == list(range(len(stages))) and stages[0].index == 0
+        for stage in stages:
+            for attn in ("gct", "se"):  # before every conv (stem and last conv included) / end of each block
+                model = attnzoo.create_model(f"{attn}_{backbone}", attention_stages=[stage.index])
+                sites = [path for path, m in model.named_modules() if isinstance(m, AttentionModule)]
+                assert bool(sites) == (attn == "gct" or stage.blocks > 0), (stage, attn)
+                assert {model.stage_of(path) for path in sites} <= {stage.index}
+                assert all(any(p == m or p.startswith(m + ".") for m in stage.modules) for p in sites)
+                if sites:
+                    assert attnzoo.model_info(model)["attention_sites"] == {stage.name: len(sites)}
+        plain = attnzoo.create_model(backbone)
+    assert plain.stage_of(plain.classifier_name) is None and plain.stage_of("avgpool") is None

@@ -1,6 +1,9 @@
-"""What the ResNet and MobileNetV2 classifiers share: the forward split, input checks, head access, init."""
+"""What the ResNet and MobileNetV2 classifiers share: the forward split, input checks, head access, init, and
+the numbered stages that ``attention_stages`` selects."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -9,10 +12,30 @@ from attnzoo.attention import AttentionModule
 from attnzoo.errors import AttnzooError
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One numbered stage of a backbone, as ``attention_stages`` and ``attention_stage_kwargs`` count them.
+
+    Each backbone numbers its own: 0 is always the stem convolution.
+    """
+
+    index: int
+    name: str  # the modules it spans, as the state dict names them: "layer2", "features.2-3"
+    channels: int  # output channels of its convolutions
+    modules: tuple[str, ...]  # the top-level module paths it owns
+    blocks: int = 0  # residual blocks in it (0: a stage that is a single convolution)
+
+
 class ImageClassifierNet(nn.Module):
-    """``forward(x) = forward_head(forward_features(x))``; subclasses build ``self.<classifier>``."""
+    """``forward(x) = forward_head(forward_features(x))``; subclasses build ``self.<classifier>`` and describe
+    their stages in :meth:`stage_layout`.
+
+    ``config`` is the :class:`attnzoo.registry.ModelConfig` the registry built the network from (None for a
+    network constructed directly); :meth:`reset_classifier` keeps it true.
+    """
 
     classifier_name: str  # dotted path of the final nn.Linear, e.g. "fc" or "classifier.1"
+    config = None
 
     def __init__(self, num_classes: int, in_chans: int, drop_rate: float):
         super().__init__()
@@ -53,6 +76,24 @@ class ImageClassifierNet(nn.Module):
         parent_name, _, child = self.classifier_name.rpartition(".")
         setattr(self.get_submodule(parent_name) if parent_name else self, child, new)
         self.num_classes = num_classes
+        if self.config is not None:
+            self.config = self.config.with_num_classes(num_classes)
+
+    @classmethod
+    def stage_layout(cls, **options) -> tuple[Stage, ...]:
+        """The stages of the network the constructor builds from ``options`` (without building it)."""
+        raise NotImplementedError
+
+    def stages(self) -> list[Stage]:
+        """This network's stages, from 0 (the stem) up."""
+        return list(self._stages)
+
+    def stage_of(self, path: str) -> int | None:
+        """The stage a module or parameter path belongs to (``"layer3.1.attn"`` -> 3), or None (pooling, head)."""
+        for stage in self._stages:
+            if any(path == module or path.startswith(module + ".") for module in stage.modules):
+                return stage.index
+        return None
 
     @property
     def num_features(self) -> int:

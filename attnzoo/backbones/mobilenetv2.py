@@ -7,8 +7,8 @@ the projection conv + BN, in every block, with or without a residual connection 
 placement), or a gate in front of every convolution (``<conv>.gate``, GCT), the stem and the final 1x1
 convolution included, never the classifier.
 
-Stages for ``attention_stages``: 0 = the stem convolution (features.0), 1..7 = the seven inverted-residual
-groups of the paper's Table 2, 8 = the final 1x1 convolution (features.18 at width 1.0).
+Stages for ``attention_stages`` (see :meth:`MobileNetV2.stage_layout`): 0 = the stem convolution (features.0),
+1..7 = the seven inverted-residual groups of the paper's Table 2, 8 = the final 1x1 convolution (features.18).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from attnzoo.backbones.base import ImageClassifierNet
+from attnzoo.backbones.base import ImageClassifierNet, Stage
 from attnzoo.backbones.layers import attention_or_identity, conv2d
 from attnzoo.backbones.plan import AttentionPlan, ModuleFactory
 from attnzoo.errors import AttnzooError
@@ -105,24 +105,39 @@ class MobileNetV2(ImageClassifierNet):
         if not width_mult > 0:
             raise AttnzooError(f"width_mult must be > 0, got {width_mult!r}.")
         self.width_mult = width_mult
-        num_groups = len(INVERTED_RESIDUAL_SETTING)
+        self._stages = self.stage_layout(width_mult)
         plan = AttentionPlan.build(
-            attention, attention_kwargs, attention_stages, attention_stage_kwargs, range(num_groups + 2)
+            attention, attention_kwargs, attention_stages, attention_stage_kwargs, range(len(self._stages))
         )
-        in_channels = make_divisible(32 * width_mult)
-        last_channels = make_divisible(1280 * max(1.0, width_mult))
+        in_channels = self._stages[0].channels
+        last_channels = self._stages[-1].channels
         features: list[nn.Module] = [ConvBNReLU6(in_chans, in_channels, 3, 2, gate=plan.conv_gate(0))]
-        for stage, ((t, _, n, s), out_channels) in enumerate(
-            zip(INVERTED_RESIDUAL_SETTING, stage_channels(width_mult)), start=1
-        ):
-            attn, gate = plan.block_attention(stage), plan.conv_gate(stage)
-            for i in range(n):
-                features.append(InvertedResidual(in_channels, out_channels, s if i == 0 else 1, t, attn, gate))
-                in_channels = out_channels
-        features.append(ConvBNReLU6(in_channels, last_channels, 1, gate=plan.conv_gate(num_groups + 1)))
+        for stage, (t, _, _, s) in zip(self._stages[1:-1], INVERTED_RESIDUAL_SETTING):
+            attn, gate = plan.block_attention(stage.index), plan.conv_gate(stage.index)
+            for i in range(stage.blocks):
+                features.append(InvertedResidual(in_channels, stage.channels, s if i == 0 else 1, t, attn, gate))
+                in_channels = stage.channels
+        features.append(ConvBNReLU6(in_channels, last_channels, 1, gate=plan.conv_gate(self._stages[-1].index)))
         self.features = nn.Sequential(*features)
         self.classifier = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(last_channels, num_classes))
         self._init_weights()
+
+    @classmethod
+    def stage_layout(cls, width_mult: float = 1.0, **_) -> tuple[Stage, ...]:
+        """0: the stem (features.0); 1..7: the inverted-residual groups of the paper's Table 2 (features.1,
+        features.2-3, ...); 8: the final 1x1 convolution (features.18)."""
+        stages = [Stage(0, "features.0", make_divisible(32 * width_mult), ("features.0",))]
+        first = 1
+        for stage, ((_, _, repeats, _), channels) in enumerate(
+            zip(INVERTED_RESIDUAL_SETTING, stage_channels(width_mult)), start=1
+        ):
+            modules = tuple(f"features.{i}" for i in range(first, first + repeats))
+            name = modules[0] if repeats == 1 else f"features.{first}-{first + repeats - 1}"
+            stages.append(Stage(stage, name, channels, modules, repeats))
+            first += repeats
+        last = make_divisible(1280 * max(1.0, width_mult))
+        stages.append(Stage(len(stages), f"features.{first}", last, (f"features.{first}",)))
+        return tuple(stages)
 
     def _init_classifier(self, linear: nn.Linear) -> None:
         nn.init.normal_(linear.weight, 0, 0.01)

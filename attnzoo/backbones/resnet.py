@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from attnzoo.backbones.base import ImageClassifierNet
+from attnzoo.backbones.base import ImageClassifierNet, Stage
 from attnzoo.backbones.layers import attention_or_identity, conv2d
 from attnzoo.backbones.plan import AttentionPlan, ModuleFactory
 from attnzoo.errors import AttnzooError
@@ -122,8 +122,9 @@ class ResNet(ImageClassifierNet):
         block_kwargs = {"stride_in_1x1": True} if stride_in_1x1 else {}
         if len(layers) != 4:
             raise AttnzooError(f"ResNet takes 4 stage depths (layer1..layer4), got {layers!r}.")
+        self._stages = self.stage_layout(block, layers)
         plan = AttentionPlan.build(
-            attention, attention_kwargs, attention_stages, attention_stage_kwargs, range(len(layers) + 1)
+            attention, attention_kwargs, attention_stages, attention_stage_kwargs, range(len(self._stages))
         )
         self.conv1 = conv2d(in_chans, 64, 7, 2, gate=plan.conv_gate(0))
         self.bn1 = nn.BatchNorm2d(64)
@@ -143,6 +144,13 @@ class ResNet(ImageClassifierNet):
             for module in self.modules():
                 if isinstance(module, (BasicBlock, Bottleneck)):
                     nn.init.zeros_(module.last_bn().weight)
+
+    @classmethod
+    def stage_layout(cls, block: type[BasicBlock] | type[Bottleneck], layers: Iterable[int], **_) -> tuple[Stage, ...]:
+        """0: the stem (conv1, bn1); 1..4: layer1..layer4."""
+        stem = Stage(0, "conv1", 64, ("conv1", "bn1"))
+        return (stem, *(Stage(i, f"layer{i}", 64 * 2 ** (i - 1) * block.expansion, (f"layer{i}",), blocks)
+                        for i, blocks in enumerate(layers, start=1)))
 
     @staticmethod
     def _make_layer(

@@ -106,29 +106,12 @@ def _fit(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
     return value.reshape(target.shape) if squeeze(value.shape) == squeeze(target.shape) else None
 
 
-def _stage_of(key: str, backbone: str) -> int | None:
-    if backbone == "mobilenetv2":
-        from attnzoo.backbones.mobilenetv2 import INVERTED_RESIDUAL_SETTING
-
-        match = re.match(r"features\.(\d+)\.", key)
-        if not match:
-            return None
-        index, first = int(match.group(1)), 1
-        for stage, (_, _, repeats, _) in enumerate(INVERTED_RESIDUAL_SETTING, start=1):
-            if first <= index < first + repeats:
-                return stage
-            first += repeats
-        return None
-    match = re.match(r"layer(\d+)\.", key)
-    return int(match.group(1)) if match else None
-
-
-def _eca_kernels(mapped: dict[str, torch.Tensor], backbone: str, source: str) -> dict[str, dict]:
-    """Per-stage ECA kernel sizes as released (read from the weights' shapes)."""
+def _eca_kernels(mapped: dict[str, torch.Tensor], model: torch.nn.Module, source: str) -> dict[str, dict]:
+    """Per-stage ECA kernel sizes as released (read from the weights' shapes), by ``model``'s stages."""
     per_stage: dict[int, set[int]] = {}
     for key, value in mapped.items():
         if key.endswith(".attn.conv.weight"):
-            stage = _stage_of(key, backbone)
+            stage = model.stage_of(key)
             if stage is not None:
                 per_stage.setdefault(stage, set()).add(int(value.shape[-1]))
     mixed = {s: sorted(k) for s, k in per_stage.items() if len(k) > 1}
@@ -167,8 +150,10 @@ def convert_state_dict(release: str, state_dict: dict[str, torch.Tensor], model_
     model_args: dict = {}
     notes: list[str] = []
     if rel.attention == "eca":
-        released = _eca_kernels(mapped, spec.backbone, source)
-        default = _eca_kernels(create_model(spec.name, num_classes=num_classes).state_dict(), spec.backbone, "model")
+        with torch.device("meta"):  # shapes are all it takes
+            registered = create_model(spec.name, num_classes=num_classes)
+        released = _eca_kernels(mapped, registered, source)
+        default = _eca_kernels(registered.state_dict(), registered, "model")
         differ = {s: v for s, v in released.items() if default.get(s) != v}
         if differ:
             model_args["attention_stage_kwargs"] = differ
