@@ -2,35 +2,72 @@
 
     >>> import attnzoo
     >>> model = attnzoo.create_model("gct_r50", num_classes=10)
+    >>> model.config                      # its ModelConfig: name, options, attention, preprocessing, classes
     >>> attnzoo.list_models("eca_*")
     >>> attnzoo.model_info("se_r50")
+    >>> attnzoo.attention.create("se", 64)
 
-Imports are lazy so that `import attnzoo` stays cheap (the command line starts fast).
+This module is the public facade, on top of everything else: the subpackages (attention, backbones, data,
+training, weights, bench) are its attributes, and nothing inside the package imports it. Imports are lazy so
+that ``import attnzoo`` stays cheap (the command line starts fast).
 """
 
 from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+from attnzoo._version import __version__
 
 _LAZY = {
-    "create_model": "attnzoo.registry",
     "list_models": "attnzoo.registry",
+    "ModelConfig": "attnzoo.registry",
+    "Preprocessing": "attnzoo.preprocessing",
     "model_info": "attnzoo.info",
     "AttnzooError": "attnzoo.errors",
     "load": "attnzoo.weights",
     "save_pretrained": "attnzoo.weights",
 }
+# Reachable as attributes (`attnzoo.attention.create(...)`) without importing them first.
+SUBMODULES = (
+    "attention", "backbones", "bench", "data", "training", "weights",
+    "compiling", "errors", "info", "preprocessing", "registry",
+)
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", "create_model", *_LAZY]
+
+
+def create_model(name: str, num_classes: int = 1000, backbone_weights=None, **overrides):
+    """Build a registered model, optionally with pretrained plain-backbone weights.
+
+    Args:
+        name: a registered name or alias, e.g. ``"gct_r50"``, ``"eca_mobilenetv2"``, ``"resnet50"``
+            (``attnzoo list`` shows them all).
+        num_classes: outputs of the classifier.
+        backbone_weights: plain ResNet/MobileNetV2 weights to load into the backbone (a file, directory,
+            ``hf-hub:`` id or index name); attention parameters keep their initialisation.
+        **overrides: backbone options (``in_chans``, ``drop_rate``, ``zero_init_residual``, ``width_mult``,
+            ``stride_in_1x1``) and attention options (``attention``, ``attention_kwargs``,
+            ``attention_stages``, ``attention_stage_kwargs``).
+
+    The model carries its :class:`~attnzoo.registry.ModelConfig` as ``model.config``.
+    """
+    from attnzoo.registry import create_model as build
+
+    model = build(name, num_classes=num_classes, **overrides)
+    if backbone_weights is not None:
+        from attnzoo.weights.retrofit import load_backbone_weights
+
+        load_backbone_weights(model, backbone_weights)
+    return model
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in SUBMODULES:
+        return importlib.import_module(f"attnzoo.{name}")
     raise AttributeError(f"module 'attnzoo' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(__all__)
+    return sorted({*__all__, *SUBMODULES})

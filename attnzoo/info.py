@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 from collections import Counter
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from attnzoo import attention as attention_registry
 from attnzoo.attention import AttentionModule
-from attnzoo.registry import create_model, get_spec
+from attnzoo.registry import ModelConfig, build, config_of, create_model, get_spec
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -76,33 +76,24 @@ def _registered_model_info(name: str, input_size: tuple, num_classes: int) -> di
 
 
 @functools.lru_cache(maxsize=None)
-def _plain_costs(backbone: str, input_size: tuple, num_classes: int, plain_args: str) -> tuple[int, int]:
-    plain = _build_on_meta(backbone, num_classes=num_classes, **json.loads(plain_args))
-    return count_parameters(plain), count_flops(plain, input_size)
+def _plain_costs(plain: ModelConfig, input_size: tuple) -> tuple[int, int]:
+    with torch.device("meta"):
+        model = build(plain)
+    return count_parameters(model), count_flops(model, input_size)
 
 
 def _describe(model: nn.Module, input_size: tuple) -> dict:
-    config = getattr(model, "attnzoo_config", None)
+    config = config_of(model)
     if config is None:
         raise TypeError("model_info needs a registry name or a model built by attnzoo.create_model")
-    spec = get_spec(config["architecture"])
-    args = config["model_args"]
-    plain_args = {k: v for k, v in args.items() if not k.startswith("attention")}
-    plain_params, plain_flops = _plain_costs(
-        spec.backbone, input_size, config["num_classes"], json.dumps(plain_args, sort_keys=True)
-    )
+    plain_params, plain_flops = _plain_costs(config.plain(), input_size)
     params, flops = count_parameters(model), count_flops(model, input_size)
-    attention = args.get("attention", spec.attention)
-    placement = None
-    if attention is not None:
-        from attnzoo.attention import get
-
-        placement = get(attention).placement
+    placement = None if config.attention is None else attention_registry.get(config.attention).placement
     sites = attention_sites(model)
     return {
-        "name": spec.name,
-        "backbone": spec.backbone,
-        "attention": attention,
+        "name": config.architecture,
+        "backbone": config.backbone,
+        "attention": config.attention,
         "placement": {"residual": "end of each residual branch, before the addition",
                       "pre_conv": "before every convolution"}.get(placement),
         "attention_modules": sum(sites.values()),

@@ -1,4 +1,4 @@
-"""The model registry: one table of names, one ``create_model``.
+"""The model registry: one table of names, one :class:`ModelConfig`, one ``create_model``.
 
 Names are ``<backbone>`` for the plain networks (r18 r34 r50 r101 r152 mobilenetv2; aliases resnet18 ...
 mobilenet_v2) and ``<attention>_<backbone>`` for attention models (se, eca, gct, gc, cbam, gam).
@@ -6,33 +6,30 @@ A registered attention model is its backbone plus the attention with the default
 models (ECA's per-stage kernel sizes, GAM's grouped spatial convolutions on the deep ResNets). Anything can
 be overridden: ``create_model("eca_r50", attention_kwargs={"kernel_size": None})`` gives ECA's adaptive rule
 back, ``attention_stages=[3, 4]`` puts attention in the last two stages only.
+
+A model's identity is its :class:`ModelConfig` (``model.config``): the name and options that rebuild it, the
+attention those resolve to, its preprocessing and class names. ``to_dict``/``from_dict`` are the model part of
+a weight's config.json. Loading pretrained backbone weights is the public facade's part
+(``attnzoo.create_model(..., backbone_weights=...)``); the registry only builds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import inspect
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-
-from torch import nn
+from typing import Any
 
 from attnzoo import attention as attention_registry
-from attnzoo.backbones import BasicBlock, Bottleneck, MobileNetV2, ResNet
+from attnzoo.backbones import BasicBlock, Bottleneck, ImageClassifierNet, MobileNetV2, ResNet
 from attnzoo.errors import AttnzooError, unknown
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGENET_PREPROCESSING = {
-    "input_size": [3, 224, 224],
-    "interpolation": "bilinear",
-    "crop_pct": 0.875,
-    "mean": list(IMAGENET_MEAN),
-    "std": list(IMAGENET_STD),
-}
+from attnzoo.preprocessing import Preprocessing
 
 # name -> (class, fixed constructor arguments)
-BACKBONES: dict[str, tuple[type[nn.Module], dict]] = {
+BACKBONES: dict[str, tuple[type[ImageClassifierNet], dict]] = {
     "r18": (ResNet, {"block": BasicBlock, "layers": [2, 2, 2, 2]}),
     "r34": (ResNet, {"block": BasicBlock, "layers": [3, 4, 6, 3]}),
     "r50": (ResNet, {"block": Bottleneck, "layers": [3, 4, 6, 3]}),
@@ -128,51 +125,239 @@ def get_spec(name: str) -> ModelSpec:
     return MODELS[_canonical(name)]
 
 
-def create_model(name: str, num_classes: int = 1000, backbone_weights: str | None = None, **overrides) -> nn.Module:
+class FrozenMapping(Mapping):
+    """A read-only dict for the nested options of a frozen :class:`ModelConfig`: hashable, picklable, and equal
+    to a dict with the same items."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping = ()):
+        self._items = dict(items)
+
+    def __getitem__(self, key):
+        return self._items[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+    def __reduce__(self):
+        return type(self), (self._items,)
+
+
+def _freeze(value):
+    if isinstance(value, Mapping):
+        return FrozenMapping({key: _freeze(v) for key, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value):
+    """Plain dicts and lists again, as a constructor and json.dumps take them."""
+    if isinstance(value, Mapping):
+        return {key: _thaw(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_thaw(v) for v in value]
+    return value
+
+
+def _stage_options(value, option: str) -> dict[int, Mapping]:
+    if not isinstance(value, Mapping):
+        raise AttnzooError(f"{option} must map stage numbers to option dicts, got {value!r}.")
+    out = {}
+    for stage, options in value.items():
+        try:
+            number = int(stage)
+        except (TypeError, ValueError):
+            raise AttnzooError(f"{option}: {stage!r} is not a stage number (0 is the stem).") from None
+        if not isinstance(options, Mapping):
+            raise AttnzooError(f"{option}[{stage!r}] must be a dict of attention options, got {options!r}.")
+        out[number] = options
+    return out
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What identifies a model: the registered name and options that rebuild it, the attention they resolve
+    to, and what the model expects and predicts. Every model from :func:`create_model` or ``attnzoo.load``
+    carries one as ``model.config``; ``reset_classifier`` keeps it true.
+
+    Only the first five fields are given; the others are resolved by the registry from them, so a config is
+    never inconsistent (``dataclasses.replace`` resolves again).
+
+    Args:
+        architecture: a registered name or alias (stored canonical: ``"resnet50"`` -> ``"r50"``).
+        num_classes: outputs of the classifier.
+        model_args: the options given to :func:`create_model` (``width_mult``, ``attention_stages``, ...), as
+            config.json stores them.
+        preprocessing: what the model expects of its input images.
+        class_names: one name per output, or None.
+
+    Resolved: ``backbone``; ``attention`` (None for none) with ``attention_kwargs`` (options for every stage:
+    the registered ones with the user's on top) and ``attention_stage_kwargs`` (per stage, on top of those);
+    ``attention_stages`` (the stages given attention, None for all); ``in_chans``.
+    """
+
+    architecture: str
+    num_classes: int = 1000
+    model_args: Mapping[str, Any] = field(default_factory=FrozenMapping)
+    preprocessing: Preprocessing = Preprocessing()
+    class_names: tuple[str, ...] | None = None
+    backbone: str = field(init=False)
+    attention: str | None = field(init=False)
+    attention_kwargs: Mapping[str, Any] = field(init=False)
+    attention_stages: tuple[int, ...] | None = field(init=False)
+    attention_stage_kwargs: Mapping[int, Mapping[str, Any]] = field(init=False)
+    in_chans: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        spec = get_spec(self.architecture)
+        num_classes = self.num_classes
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise AttnzooError(f"num_classes must be a positive integer, got {num_classes!r}.")
+        if not isinstance(self.model_args, Mapping):
+            raise AttnzooError(f"model options must be a dict, got {self.model_args!r}.")
+        args = _thaw(self.model_args)  # given as a dict, or frozen already (dataclasses.replace)
+        try:
+            json.dumps(args)
+        except (TypeError, ValueError) as err:
+            raise AttnzooError(f"model options must be plain values (numbers, strings, lists, dicts): {err}") from None
+        cls, fixed = BACKBONES[spec.backbone]
+        signature = inspect.signature(cls).parameters
+        accepted = [p for p in signature if p not in fixed and p != "num_classes"]
+        bad = sorted(set(args) - set(accepted))
+        if bad:
+            hint = " (num_classes is given on its own)" if "num_classes" in bad else ""
+            raise AttnzooError(f"{spec.name} has no option {', '.join(map(repr, bad))}{hint}. Accepted: "
+                               f"{', '.join(accepted)}.")
+        if "attention_stage_kwargs" in args and args["attention_stage_kwargs"] is not None:
+            # Stage numbers as ints: the same config whether it was typed in Python or read back from JSON.
+            args["attention_stage_kwargs"] = _stage_options(args["attention_stage_kwargs"], "attention_stage_kwargs")
+        attention = args.get("attention", spec.attention)
+        user_kwargs = args.get("attention_kwargs") or {}
+        user_stage = args.get("attention_stage_kwargs") or {}
+        if not isinstance(user_kwargs, Mapping):
+            raise AttnzooError(f"attention_kwargs must be a dict of attention options, got {user_kwargs!r}.")
+        if attention is None:
+            if user_kwargs or user_stage:
+                raise AttnzooError("attention options were given but attention is None; name an attention first.")
+            attention_kwargs, stage_kwargs = {}, {}
+        elif attention == spec.attention:
+            attention_kwargs = {**spec.attention_kwargs, **user_kwargs}
+            # An option the user sets for all stages wins over the registered per-stage value.
+            registered = {stage: {k: v for k, v in opts.items() if k not in user_kwargs}
+                          for stage, opts in spec.stage_kwargs().items()}
+            stage_kwargs = {stage: {**registered.get(stage, {}), **user_stage.get(stage, {})}
+                            for stage in sorted(set(registered) | set(user_stage))}
+        else:
+            attention_kwargs, stage_kwargs = dict(user_kwargs), dict(user_stage)
+        stages = args.get("attention_stages")
+        if attention is not None and stages is not None:
+            try:
+                stages = tuple(sorted({int(stage) for stage in stages}))
+            except (TypeError, ValueError):
+                raise AttnzooError(f"attention_stages must be a list of stage numbers, got {stages!r}.") from None
+        class_names = None if self.class_names is None else tuple(str(name) for name in self.class_names)
+        if class_names is not None and len(class_names) != num_classes:
+            raise AttnzooError(f"class_names has {len(class_names)} names but the model has {num_classes} classes.")
+        resolved = {
+            "architecture": spec.name,
+            "model_args": _freeze(args),
+            "preprocessing": Preprocessing.from_dict(self.preprocessing),
+            "class_names": class_names,
+            "backbone": spec.backbone,
+            "attention": attention,
+            "attention_kwargs": _freeze(attention_kwargs),
+            "attention_stages": stages if attention is not None else None,
+            "attention_stage_kwargs": _freeze(stage_kwargs),
+            "in_chans": args.get("in_chans", signature["in_chans"].default),
+        }
+        for name, value in resolved.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> ModelConfig:
+        """The config of a config.json (or of a checkpoint's metadata): ``architecture``, ``num_classes``,
+        ``model_args``, ``preprocessing``, ``label_names``. Other keys (metrics, source, ...) belong to the weights
+        format and are left to it."""
+        if not isinstance(values, Mapping):
+            raise AttnzooError(f"a model config must be a JSON object, got {type(values).__name__}.")
+        missing = [key for key in ("architecture", "num_classes") if values.get(key) is None]
+        if missing:
+            raise AttnzooError(f"the model config lacks {', '.join(missing)}: it is not an attnzoo config.")
+        return cls(values["architecture"], values["num_classes"], values.get("model_args") or {},
+                   Preprocessing.from_dict(values.get("preprocessing")), values.get("label_names"))
+
+    def to_dict(self) -> dict:
+        """The model part of config.json, in plain JSON values."""
+        return {
+            "architecture": self.architecture,
+            "num_classes": self.num_classes,
+            "model_args": _thaw(self.model_args),
+            "preprocessing": self.preprocessing.to_dict(),
+            "label_names": None if self.class_names is None else list(self.class_names),
+        }
+
+    def replace(self, **changes) -> ModelConfig:
+        """A copy with some of the given fields changed (resolved again)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_num_classes(self, num_classes: int) -> ModelConfig:
+        """The config after a new classifier of ``num_classes`` outputs: class names no longer apply."""
+        if num_classes == self.num_classes:
+            return self
+        return self.replace(num_classes=num_classes, class_names=None)
+
+    def plain(self) -> ModelConfig:
+        """The plain backbone with the same backbone options, no attention (what attention is compared to)."""
+        args = {k: v for k, v in _thaw(self.model_args).items() if not k.startswith("attention")}
+        return ModelConfig(self.backbone, self.num_classes, args, self.preprocessing)
+
+    def backbone_kwargs(self) -> dict:
+        """The keyword arguments of the backbone's constructor, besides the registry's fixed ones."""
+        kwargs = {"num_classes": self.num_classes}
+        kwargs.update({k: v for k, v in _thaw(self.model_args).items() if not k.startswith("attention")})
+        if self.attention is not None:
+            kwargs.update(attention=self.attention, attention_kwargs=_thaw(self.attention_kwargs),
+                          attention_stages=None if self.attention_stages is None else list(self.attention_stages),
+                          attention_stage_kwargs=_thaw(self.attention_stage_kwargs))
+        return kwargs
+
+
+def config_of(model) -> ModelConfig | None:
+    """The :class:`ModelConfig` of a zoo network, None for any other module."""
+    config = getattr(model, "config", None)
+    return config if isinstance(config, ModelConfig) else None
+
+
+def build(config: ModelConfig) -> ImageClassifierNet:
+    """The network of ``config`` (fresh initialisation), carrying it as ``model.config``."""
+    cls, fixed = BACKBONES[config.backbone]
+    model = cls(**fixed, **config.backbone_kwargs())
+    model.config = config
+    return model
+
+
+def create_model(name: str, num_classes: int = 1000, **overrides) -> ImageClassifierNet:
     """Build a registered model.
 
     Args:
         name: a registered name or alias, e.g. ``"gct_r50"``, ``"eca_mobilenetv2"``, ``"resnet50"``.
         num_classes: outputs of the classifier.
-        backbone_weights: plain ResNet/MobileNetV2 weights to load into the backbone (a file, directory,
-            ``hf-hub:`` id or registry name); attention parameters keep their initialisation.
-        **overrides: backbone options (``in_chans``, ``drop_rate``, ``zero_init_residual``, ``width_mult``)
-            and attention options (``attention``, ``attention_kwargs``, ``attention_stages``,
-            ``attention_stage_kwargs``).
+        **overrides: backbone options (``in_chans``, ``drop_rate``, ``zero_init_residual``, ``width_mult``,
+            ``stride_in_1x1``) and attention options (``attention``, ``attention_kwargs``,
+            ``attention_stages``, ``attention_stage_kwargs``).
 
-    The returned model carries ``attnzoo_config`` (enough to rebuild it) and ``preprocessing``.
+    The returned model carries its :class:`ModelConfig` as ``model.config``. ``attnzoo.create_model`` (the
+    public one) also takes ``backbone_weights``.
     """
-    spec = get_spec(name)
-    try:
-        json.dumps(overrides)
-    except TypeError as err:
-        raise AttnzooError(f"model options must be plain values (numbers, strings, lists, dicts): {err}") from None
-    kwargs = {"num_classes": num_classes, **overrides}
-    attention = overrides.get("attention", spec.attention)
-    if attention is not None:
-        user_kwargs = dict(overrides.get("attention_kwargs") or {})
-        kwargs["attention"] = attention
-        if attention == spec.attention:
-            kwargs["attention_kwargs"] = {**spec.attention_kwargs, **user_kwargs}
-            # An option the user sets for all stages wins over the registered per-stage value.
-            registered = {
-                stage: {k: v for k, v in opts.items() if k not in user_kwargs}
-                for stage, opts in spec.stage_kwargs().items()
-            }
-            user_stage = {int(k): v for k, v in (overrides.get("attention_stage_kwargs") or {}).items()}
-            kwargs["attention_stage_kwargs"] = {
-                s: {**registered.get(s, {}), **user_stage.get(s, {})} for s in set(registered) | set(user_stage)
-            }
-    cls, fixed = BACKBONES[spec.backbone]
-    accepted = [p for p in inspect.signature(cls).parameters if p not in fixed]
-    bad = sorted(set(kwargs) - set(accepted))
-    if bad:
-        raise AttnzooError(f"{spec.name} has no option {', '.join(map(repr, bad))}. Accepted: {', '.join(accepted)}.")
-    model = cls(**fixed, **kwargs)
-    model.attnzoo_config = {"architecture": spec.name, "num_classes": num_classes, "model_args": dict(overrides)}
-    model.preprocessing = {k: (list(v) if isinstance(v, list) else v) for k, v in IMAGENET_PREPROCESSING.items()}
-    if backbone_weights is not None:
-        from attnzoo.weights import load_backbone_weights
-
-        load_backbone_weights(model, backbone_weights)
-    return model
+    return build(ModelConfig(name, num_classes, overrides))

@@ -74,6 +74,7 @@ def make_lightning_checkpoint(tmp_path):
         weights = {k: v.clone() for k, v in model.state_dict().items()}
         other = {k: v + 1.0 if v.is_floating_point() else v for k, v in weights.items()}  # the "live" ones
         class_names = class_names or [f"class_{i}" for i in range(num_classes)]
+        config = model.config.to_dict()
         checkpoint = {
             "epoch": 4,
             "global_step": 40,
@@ -81,8 +82,8 @@ def make_lightning_checkpoint(tmp_path):
             "hyper_parameters": {"model": name, "num_classes": num_classes, "model_args": model_args,
                                  "class_names": class_names, "preprocessing": None, "label_smoothing": 0.1,
                                  "ema_decay": 0.999 if ema == "module" else None, "compile": False},
-            "attnzoo": {"attnzoo_config": dict(model.attnzoo_config), "preprocessing": dict(model.preprocessing),
-                        "class_names": class_names, "ema": ema == "module"},
+            "attnzoo": {"attnzoo_config": {k: config[k] for k in ("architecture", "num_classes", "model_args")},
+                        "preprocessing": config["preprocessing"], "class_names": class_names, "ema": ema == "module"},
             "callbacks": {"ModelCheckpoint{'monitor': 'val/acc1'}": {"monitor": "val/acc1",
                                                                      "best_model_score": torch.tensor(0.625)}},
             "optimizer_states": [{"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]}],

@@ -124,8 +124,8 @@ def test_every_config_parses_and_instantiates(config, tmp_path, monkeypatch):
     cli = make_cli(args, run=False)
     model, data = cli.model, cli.datamodule
     assert model.num_classes == data.num_classes and model.class_names == data.class_names
-    assert model.model.attnzoo_config["architecture"] in text
-    assert {k: model.preprocessing[k] for k in data.preprocessing.to_dict()} == data.preprocessing.to_dict()
+    assert model.model.config.architecture in text
+    assert model.preprocessing == data.preprocessing == model.model.config.preprocessing
     groups = parameter_groups(model.model, model.no_weight_decay)
     optimizer = model.optimizer_factory(groups)
     if model.lr_scheduler_factory is not None:

@@ -38,8 +38,8 @@ def test_push_then_load_in_a_fresh_cache_gives_the_same_outputs(hub, make_lightn
     assert "library_name: attnzoo" in card and "hf-hub:zoo/eca_mnv2" in card
     loaded = attnzoo.load("hf-hub:zoo/eca_mnv2")
     assert torch.equal(loaded(X), model(X))
-    assert loaded.class_names == ["class_0", "class_1", "class_2"]
-    assert loaded.preprocessing["crop_pct"] == 0.875
+    assert loaded.config.class_names == ("class_0", "class_1", "class_2")
+    assert loaded.config.preprocessing.crop_pct == 0.875
 
 
 def test_revisions_can_be_pinned(hub, make_lightning_checkpoint):

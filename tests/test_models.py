@@ -60,7 +60,7 @@ def test_every_model_gives_finite_logits(name):
 def test_aliases_resolve():
     for alias, name in [("resnet50", "r50"), ("mobilenet_v2", "mobilenetv2"), ("gct_resnet50", "gct_r50"), ("ECA-MobileNet_V2", "eca_mobilenetv2")]:
         with torch.device("meta"):
-            assert attnzoo.create_model(alias).attnzoo_config["architecture"] == name
+            assert attnzoo.create_model(alias).config.architecture == name
 
 
 def test_gct_sits_before_every_convolution():
@@ -140,10 +140,10 @@ def test_common_options():
 
 def test_config_rebuilds_the_same_model():
     model = attnzoo.create_model("eca_mobilenetv2", num_classes=4, width_mult=0.75, attention_stages=[5, 6, 7])
-    cfg = json.loads(json.dumps(model.attnzoo_config))
+    cfg = json.loads(json.dumps(model.config.to_dict()))
     again = attnzoo.create_model(cfg["architecture"], num_classes=cfg["num_classes"], **cfg["model_args"])
     assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
-    assert model.preprocessing["input_size"] == [3, 224, 224]
+    assert model.config.preprocessing.input_size == (3, 224, 224)
 
 
 def _randomize_plain(model):
@@ -257,3 +257,41 @@ def test_stages_are_the_numbers_attention_stages_selects(backbone):
                     assert attnzoo.model_info(model)["attention_sites"] == {stage.name: len(sites)}
         plain = attnzoo.create_model(backbone)
     assert plain.stage_of(plain.classifier_name) is None and plain.stage_of("avgpool") is None
+
+
+def test_model_config_is_resolved_once_frozen_and_round_trips_through_json():
+    from dataclasses import FrozenInstanceError
+
+    from attnzoo.registry import ModelConfig
+
+    model = attnzoo.create_model("ECA-MobileNet_V2", num_classes=4, width_mult=0.75,
+                                 attention_stage_kwargs={"6": {"kernel_size": 5}})
+    config = model.config
+    assert (config.architecture, config.backbone, config.attention, config.in_chans) == (
+        "eca_mobilenetv2", "mobilenetv2", "eca", 3)
+    # The attention the model really has: the registered per-stage kernels, the user's stage 6 on top.
+    built = {model.stage_of(p): m.kernel_size for p, m in model.named_modules() if isinstance(m, AttentionModule)}
+    assert {s: o["kernel_size"] for s, o in config.attention_stage_kwargs.items()} == built
+    assert built[5] == 1 and built[6] == 5 and built[7] == 3 and config.attention_stages is None
+    again = ModelConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config and hash(again) == hash(config)
+    assert config.to_dict()["model_args"] == {"width_mult": 0.75, "attention_stage_kwargs": {6: {"kernel_size": 5}}}
+    with pytest.raises(FrozenInstanceError):
+        config.num_classes = 3
+    with pytest.raises(TypeError):
+        config.attention_kwargs["kernel_size"] = 3
+    assert ModelConfig("cbam_r18", 10, {"attention_stages": [4, 3]}).attention_stages == (3, 4)
+    other = ModelConfig("r18", 10, {"attention": "gc", "attention_kwargs": {"ratio": 0.25}})
+    assert (other.attention, dict(other.attention_kwargs), other.plain()) == ("gc", {"ratio": 0.25}, ModelConfig("r18", 10))
+    with pytest.raises(AttnzooError, match="class_names has 2 names but the model has 4 classes"):
+        config.replace(class_names=["a", "b"])
+    with pytest.raises(AttnzooError, match="not a stage number"):
+        ModelConfig("eca_r18", 10, {"attention_stage_kwargs": {"last": {"kernel_size": 3}}})
+
+
+def test_reset_classifier_keeps_the_config_true():
+    model = attnzoo.create_model("se_r18", num_classes=3)
+    model.config = model.config.replace(class_names=["a", "b", "c"])
+    model.reset_classifier(5)
+    assert model.config.num_classes == 5 == model.get_classifier().out_features and model.config.class_names is None
+    assert model.config == attnzoo.create_model("se_r18", num_classes=5).config

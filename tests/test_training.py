@@ -121,7 +121,7 @@ def test_cutmix_targets_follow_pasted_area():
 
 def test_module_from_name_and_from_module():
     clf = ImageClassifier("eca_r18", num_classes=10, class_names=[f"c{i}" for i in range(10)])
-    assert clf.model.attnzoo_config["architecture"] == "eca_r18" and clf.num_classes == 10
+    assert clf.model.config.architecture == "eca_r18" and clf.num_classes == 10
     assert clf.hparams.model == "eca_r18"
     net = attnzoo.create_model("se_r18", num_classes=1000)
     clf = ImageClassifier(net, num_classes=5)
@@ -136,7 +136,7 @@ def test_uint8_input_is_normalised_with_the_preprocessing():
     clf = ImageClassifier("r18", num_classes=2, preprocessing={"mean": [0.5] * 3, "std": [0.25] * 3})
     x = torch.full((1, 3, 4, 4), 191, dtype=torch.uint8)
     assert torch.allclose(clf.prepare_input(x), torch.full((1, 3, 4, 4), (191 / 255 - 0.5) / 0.25))
-    assert clf.model.preprocessing["mean"] == [0.5] * 3 and clf.model.preprocessing["crop_pct"] == 0.875
+    assert clf.model.config.preprocessing.mean == (0.5,) * 3 and clf.model.config.preprocessing.crop_pct == 0.875
 
 
 def test_predict_step_returns_topk_names_and_probabilities():
@@ -175,7 +175,7 @@ def test_ema_weights_are_kept_saved_and_loaded(tmp_path):
     assert torch.equal(net.fc.weight, state["ema.module.fc.weight"])
     raw = load_checkpoint_model(path, use_ema=False)
     assert torch.equal(raw.fc.weight, state["model.fc.weight"])
-    assert net.class_names == [str(i) for i in range(10)] and net.attnzoo_config["num_classes"] == 10
+    assert net.config.class_names == tuple(str(i) for i in range(10)) and net.config.num_classes == 10
 
 
 def test_checkpoint_rebuilds_model_with_classes_and_preprocessing(tmp_path):
@@ -186,7 +186,7 @@ def test_checkpoint_rebuilds_model_with_classes_and_preprocessing(tmp_path):
     trainer.fit(clf, data)
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     net = load_checkpoint_model(tmp_path / "m.ckpt")
-    assert net.class_names == data.class_names and net.preprocessing["input_size"] == [3, 32, 32]
+    assert list(net.config.class_names) == data.class_names and net.config.preprocessing.input_size == (3, 32, 32)
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), clf.model.state_dict().values()))
     reloaded = ImageClassifier.load_from_checkpoint(tmp_path / "m.ckpt")
     assert reloaded.class_names == data.class_names
@@ -202,4 +202,4 @@ def test_compile_on_cpu_keeps_checkpoint_keys_clean(tmp_path):
     trainer.save_checkpoint(tmp_path / "c.ckpt")
     keys = torch.load(tmp_path / "c.ckpt", weights_only=True)["state_dict"].keys()
     assert "model.conv1.weight" in keys and not any("_orig_mod" in k for k in keys)
-    assert load_checkpoint_model(tmp_path / "c.ckpt").attnzoo_config["architecture"] == "eca_r18"
+    assert load_checkpoint_model(tmp_path / "c.ckpt").config.architecture == "eca_r18"

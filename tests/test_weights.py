@@ -35,8 +35,8 @@ def test_save_then_load_gives_the_same_outputs_and_metadata(tmp_path):
     loaded = attnzoo.load(str(out))
     assert torch.equal(model(X), loaded(X))
     assert not loaded.training
-    assert loaded.class_names == list("abcde")
-    assert loaded.preprocessing == model.preprocessing
+    assert loaded.config.class_names == tuple("abcde")
+    assert loaded.config.preprocessing == model.config.preprocessing
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["architecture"] == "eca_r18" and cfg["num_classes"] == 5
     assert cfg["metrics"] == {"val/acc1": 0.5} and cfg["attnzoo_version"] == attnzoo.__version__
@@ -46,6 +46,17 @@ def test_save_then_load_gives_the_same_outputs_and_metadata(tmp_path):
     assert "library_name: attnzoo" in front and "pipeline_tag: image-classification" in front
     assert "ECA-Net: Efficient Channel Attention" in card and "1910.03151" in card and "@inproceedings" in card
     assert "val/acc1" in card and '"lr": 0.1' in card
+
+
+def test_config_json_is_the_model_config_in_the_same_format(tmp_path):
+    model = _model()
+    attnzoo.save_pretrained(model, tmp_path / "w", class_names=list("abcde"), metrics={"val/acc1": 0.5})
+    cfg = json.loads((tmp_path / "w" / "config.json").read_text())
+    assert list(cfg) == ["architecture", "num_classes", "model_args", "preprocessing", "label_names", "metrics",
+                         "train_config", "source", "attnzoo_version", "format_version"]
+    assert {k: cfg[k] for k in list(cfg)[:5]} == model.config.replace(class_names=list("abcde")).to_dict()
+    with pytest.raises(AttnzooError, match="carries `config`"):
+        attnzoo.save_pretrained(torch.nn.Linear(2, 2), tmp_path / "other")
 
 
 def test_the_same_weights_give_the_same_bytes(tmp_path):
@@ -60,7 +71,7 @@ def test_model_options_travel_in_config(tmp_path):
     model = attnzoo.create_model("se_mobilenetv2", num_classes=4, width_mult=0.5, attention_stages=[6, 7]).eval()
     attnzoo.save_pretrained(model, tmp_path / "w")
     loaded = attnzoo.load(str(tmp_path / "w"))
-    assert loaded.attnzoo_config == model.attnzoo_config
+    assert loaded.config == model.config
     assert torch.equal(model(X), loaded(X))
 
 
@@ -92,7 +103,7 @@ def test_other_num_classes_resets_the_classifier_and_says_so(tmp_path, caplog):
         loaded = attnzoo.load(str(tmp_path / "w"), num_classes=7)
     assert "reset to 7 classes" in caplog.text
     assert loaded(X).shape == (2, 7) and loaded.num_classes == 7
-    assert loaded.attnzoo_config["num_classes"] == 7 and loaded.class_names is None
+    assert loaded.config.num_classes == 7 and loaded.config.class_names is None
     assert torch.equal(loaded.forward_features(X), model.forward_features(X))
 
 
@@ -165,7 +176,7 @@ def test_export_writes_a_lightning_checkpoint_as_weights(tmp_path, make_lightnin
     assert "eca_r18" in capsys.readouterr().out
     loaded = attnzoo.load(str(tmp_path / "out"))
     assert torch.equal(loaded(X), model(X))
-    assert loaded.class_names == ["cat", "dog", "fox"]
+    assert loaded.config.class_names == ("cat", "dog", "fox")
     cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     assert cfg["metrics"]["val/acc1"] == pytest.approx(0.625)
     assert cfg["train_config"]["label_smoothing"] == 0.1
@@ -180,6 +191,17 @@ def test_export_prefers_ema_weights(tmp_path, make_lightning_checkpoint, ema):
     main(["export", str(ckpt), "--out", str(tmp_path / "out")])
     assert torch.equal(attnzoo.load(str(tmp_path / "out"))(X), model(X))
     assert json.loads((tmp_path / "out" / "config.json").read_text())["source"]["weights"] == "ema"
+
+
+def test_export_refuses_a_checkpoint_that_does_not_name_its_model(tmp_path, make_lightning_checkpoint):
+    from attnzoo.weights.lightning_checkpoint import model_from_lightning_checkpoint
+
+    ckpt, _ = make_lightning_checkpoint("r18")
+    checkpoint = torch.load(ckpt, weights_only=True)
+    del checkpoint["attnzoo"]  # e.g. a module given as an nn.Module, or another program's checkpoint
+    torch.save(checkpoint, ckpt)
+    with pytest.raises(AttnzooError, match="does not say which attnzoo model it holds"):
+        model_from_lightning_checkpoint(ckpt)
 
 
 class NotATensor:  # stands for any object a malicious pickle could ask to build

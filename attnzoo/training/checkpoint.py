@@ -8,8 +8,8 @@ from torch import nn
 
 
 def load_checkpoint_model(path: str | os.PathLike, use_ema: bool | None = None) -> nn.Module:
-    """The network of an :class:`~attnzoo.training.ImageClassifier` checkpoint, in eval mode, with
-    ``attnzoo_config``, ``preprocessing`` and ``class_names`` set. Read with ``torch.load(weights_only=True)``.
+    """The network of an :class:`~attnzoo.training.ImageClassifier` checkpoint, in eval mode, with the run's
+    class names and preprocessing in its ``model.config``. Read with ``torch.load(weights_only=True)``.
 
     Args:
         use_ema: take the EMA weights (default: when the run kept them).

@@ -6,7 +6,8 @@ Images may arrive as uint8 (the data modules send them that way): they are norma
 with the preprocessing's mean and std.
 
 A checkpoint carries, beside the weights, ``checkpoint["attnzoo"]`` = {attnzoo_config, preprocessing,
-class_names, ema}: enough to rebuild the network from the ``.ckpt`` alone
+class_names, ema} (the network's ``model.config`` in plain values): enough to rebuild the network from the
+``.ckpt`` alone
 (:func:`attnzoo.training.checkpoint.load_checkpoint_model`). With EMA on, the averaged weights are stored as
 ``ema.module.*`` next to the trained ``model.*``.
 """
@@ -29,7 +30,7 @@ from attnzoo.attention import AttentionModule
 from attnzoo.compiling import compile_kwargs
 from attnzoo.errors import AttnzooError
 from attnzoo.preprocessing import Preprocessing
-from attnzoo.registry import IMAGENET_MEAN, IMAGENET_STD, create_model
+from attnzoo.registry import config_of
 from attnzoo.training.mixing import MixupCutmix
 from attnzoo.training.param_groups import NO_WEIGHT_DECAY_CHOICES, NoWeightDecay, parameter_groups
 from attnzoo.training.schedules import EpochSchedule
@@ -60,7 +61,7 @@ class ImageClassifier(L.LightningModule):
             ``backbone_weights`` ...).
         class_names: names of the classes, index order (given by the data module).
         preprocessing: input size, interpolation, crop fraction, mean and std the data was prepared with (given
-            by the data module); stored on the model and in checkpoints.
+            by the data module; some keys or all); stored in the model's config and in checkpoints.
         optimizer: builds the optimizer from parameter groups; default SGD lr 0.1, momentum 0.9, wd 1e-4.
         lr_scheduler: builds the schedule from the optimizer (StepLR, ExponentialLR, WarmupCosineLR ...);
             attnzoo's epoch schedules (WarmupStepLR, WarmupCosineLR) are stepped every optimizer step, others
@@ -118,12 +119,14 @@ class ImageClassifier(L.LightningModule):
         if class_names is not None and len(class_names) != self.num_classes:
             raise AttnzooError(f"{len(class_names)} class names given for a model with {self.num_classes} classes.")
         self.class_names = list(class_names) if class_names is not None else [str(i) for i in range(self.num_classes)]
-        merged = {**getattr(self.model, "preprocessing", {}), **(preprocessing or {})}
-        if merged:
-            self.model.preprocessing = merged
-        self.preprocessing = merged
-        mean = merged.get("mean", IMAGENET_MEAN)
-        std = merged.get("std", IMAGENET_STD)
+        # A zoo network carries its identity in model.config; the data's classes and preprocessing go there, so
+        # that checkpoints and exported weights say what the network was trained on. Any other module keeps
+        # them here only.
+        config = config_of(self.model)
+        self.preprocessing = Preprocessing.from_dict(preprocessing, base=getattr(config, "preprocessing", None))
+        if config is not None:
+            self.model.config = config.replace(class_names=self.class_names, preprocessing=self.preprocessing)
+        mean, std = self.preprocessing.mean, self.preprocessing.std
         self.register_buffer("input_mean", torch.tensor(mean).view(1, -1, 1, 1) * 255, persistent=False)
         self.register_buffer("input_std", torch.tensor(std).view(1, -1, 1, 1) * 255, persistent=False)
 
@@ -185,10 +188,10 @@ class ImageClassifier(L.LightningModule):
             if num_classes is not None and current is not None and current != num_classes:
                 if not hasattr(model, "reset_classifier"):
                     raise AttnzooError(f"the model has {current} classes, the data {num_classes}.")
-                model.reset_classifier(num_classes)
-                if hasattr(model, "attnzoo_config"):
-                    model.attnzoo_config = {**model.attnzoo_config, "num_classes": num_classes}
+                model.reset_classifier(num_classes)  # a zoo network's config follows
             return model
+        from attnzoo import create_model  # the public one: model_args may name backbone_weights
+
         return create_model(model, num_classes=1000 if num_classes is None else num_classes, **model_args)
 
     def configure_model(self) -> None:
@@ -326,9 +329,13 @@ class ImageClassifier(L.LightningModule):
     # ---- checkpoints --------------------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The layout attnzoo.weights.lightning_checkpoint reads; the model's config in three plain parts.
+        config = config_of(self.model)
+        saved = None if config is None else config.to_dict()
         checkpoint["attnzoo"] = {
-            "attnzoo_config": getattr(self.model, "attnzoo_config", None),
-            "preprocessing": self.preprocessing,
+            "attnzoo_config": None if saved is None else {k: saved[k] for k in ("architecture", "num_classes",
+                                                                                "model_args")},
+            "preprocessing": self.preprocessing.to_dict(),
             "class_names": self.class_names,
             "ema": self.ema is not None,
         }

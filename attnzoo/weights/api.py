@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from attnzoo.errors import AttnzooError, unknown
+from attnzoo.registry import MODELS, get_spec
 from attnzoo.weights import hub
 from attnzoo.weights.card import render_card
 from attnzoo.weights.format import (
@@ -40,7 +41,7 @@ def save_pretrained(model: nn.Module, directory: str | Path, metrics: dict | Non
         model: a model from ``attnzoo.create_model`` or ``attnzoo.load``.
         directory: where to write; an existing non-empty directory is refused unless ``overwrite=True``.
         metrics: e.g. ``{"val/acc1": 0.771}``, shown in config.json and the card.
-        class_names: one label per output, stored as ``label_names``.
+        class_names: one label per output, stored as ``label_names`` (default: ``model.config.class_names``).
         train_config: the configuration that trained the model (JSON-able), shown in the card.
         source: where the weights come from (trained here with config X, converted from release Y).
         repo_id: the Hub repo the card's usage snippet names.
@@ -52,8 +53,6 @@ def save_pretrained(model: nn.Module, directory: str | Path, metrics: dict | Non
     if directory.is_dir() and any(directory.iterdir()) and not overwrite:
         raise AttnzooError(f"{str(directory)!r} already exists and is not empty; choose another directory or pass "
                            "overwrite=True (--overwrite) to replace its weights.")
-    if class_names is None and getattr(model, "class_names", None):
-        class_names = model.class_names
     cfg = build_config(model, metrics=metrics, class_names=class_names, train_config=train_config, source=source)
     card = render_card(cfg, repo_id=repo_id, license=license, datasets=datasets)
     directory.mkdir(parents=True, exist_ok=True)
@@ -106,8 +105,6 @@ def _from_hub(repo_id: str, revision: str | None, record: WeightRecord | None = 
 
 
 def _no_weights_yet(name: str, records: dict[str, WeightRecord]) -> AttnzooError:
-    from attnzoo.registry import get_spec
-
     canonical = get_spec(name).name
     published = ", ".join(sorted(records)) or "none yet"
     return AttnzooError(
@@ -136,8 +133,6 @@ def resolve(source: str, revision: str | None = None) -> ResolvedWeights:
             raise AttnzooError(f"{source!r} is pinned to revision {record.revision} by the zoo's index; for another "
                                f"revision load 'hf-hub:{record.repo_id}@{revision}' (unverified).")
         return _from_hub(record.repo_id, record.revision, record)
-    from attnzoo.registry import MODELS, get_spec
-
     try:
         get_spec(source)
     except AttnzooError:
@@ -181,8 +176,9 @@ def load(source: str, num_classes: int | None = None, revision: str | None = Non
         device: where the model goes.
         strict: with ``False``, missing or unexpected keys are logged instead of refused.
 
-    The model carries ``preprocessing`` (input size, interpolation, crop fraction, mean, std) and
-    ``class_names`` (config.json's ``label_names``).
+    The model carries its :class:`~attnzoo.registry.ModelConfig` as ``model.config``, with the
+    ``preprocessing`` (input size, interpolation, crop fraction, mean, std) and ``class_names`` (config.json's
+    ``label_names``) the weights were trained with.
     """
     resolved = resolve(source, revision)
     verify(resolved)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+from attnzoo.registry import ModelConfig
+
 # title, authors, venue, arXiv id, BibTeX key; the BibTeX entry is built from these.
 PAPERS: dict[str, dict] = {
     "se": {
@@ -115,16 +117,6 @@ def bibtex(paper: Mapping) -> str:
     return f"@{kind}{{{paper['key']},\n{body}\n}}"
 
 
-def _parts(cfg: Mapping) -> tuple[str | None, str]:
-    """(attention name or None, backbone name) of a config.json."""
-    from attnzoo.registry import get_spec
-
-    spec = get_spec(cfg["architecture"])
-    args = cfg.get("model_args") or {}
-    attention = args["attention"] if "attention" in args else spec.attention
-    return attention, spec.backbone
-
-
 def _paper_line(paper: Mapping) -> str:
     authors = ", ".join(paper["authors"])
     return f"{authors}. *{paper['title']}*. {paper['venue']}. [arXiv:{paper['arxiv']}](https://arxiv.org/abs/{paper['arxiv']})"
@@ -137,10 +129,11 @@ def _table(metrics: Mapping) -> str:
 
 def render_card(cfg: Mapping, repo_id: str | None = None, license: str = "apache-2.0",
                 datasets: list[str] | None = None) -> str:
-    attention, backbone = _parts(cfg)
+    config = ModelConfig.from_dict(cfg)
+    attention, backbone = config.attention, config.backbone
     backbone_paper = BACKBONE_PAPERS["mobilenetv2" if backbone == "mobilenetv2" else "resnet"]
     paper = PAPERS.get(attention) if attention else None
-    name = cfg["architecture"]
+    name = config.architecture
     tags = ["image-classification", "attnzoo", "pytorch", "safetensors", backbone] + ([attention] if attention else [])
     front = ["---", "library_name: attnzoo", f"license: {license}", "pipeline_tag: image-classification", "tags:"]
     front += [f"- {t}" for t in tags]
@@ -155,15 +148,14 @@ def render_card(cfg: Mapping, repo_id: str | None = None, license: str = "apache
     if paper:
         lines += [f"- Attention: {_paper_line(paper)}" + (f" (official code: {paper['code']})" if paper.get("code") else "")]
     lines += [f"- Backbone: {_paper_line(backbone_paper)}", ""]
-    lines += ["## Model", "", f"- classes: {cfg['num_classes']}" + (
-        f" ({', '.join(cfg['label_names'][:10])}{', ...' if len(cfg['label_names']) > 10 else ''})"
-        if cfg.get("label_names") else "")]
-    if cfg.get("model_args"):
-        lines.append(f"- options: `{json.dumps(cfg['model_args'], sort_keys=True)}`")
-    if cfg.get("preprocessing"):
-        pre = cfg["preprocessing"]
-        lines.append(f"- preprocessing: input {pre.get('input_size')}, {pre.get('interpolation')} resize, crop "
-                     f"fraction {pre.get('crop_pct')}, mean {pre.get('mean')}, std {pre.get('std')}")
+    names = config.class_names
+    lines += ["## Model", "", f"- classes: {config.num_classes}" + (
+        f" ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''})" if names else "")]
+    if config.model_args:
+        lines.append(f"- options: `{json.dumps(config.to_dict()['model_args'], sort_keys=True)}`")
+    pre = config.preprocessing.to_dict()
+    lines.append(f"- preprocessing: input {pre['input_size']}, {pre['interpolation']} resize, crop "
+                 f"fraction {pre['crop_pct']}, mean {pre['mean']}, std {pre['std']}")
     lines += [f"- attnzoo version: {cfg.get('attnzoo_version')}", ""]
     source = cfg.get("source")
     if source:
@@ -177,7 +169,7 @@ def render_card(cfg: Mapping, repo_id: str | None = None, license: str = "apache
     source_arg = f"hf-hub:{repo_id}" if repo_id else "path/to/this/directory"
     lines += ["## Usage", "", "```python", "import attnzoo", "",
               f'model = attnzoo.load("{source_arg}")  # or num_classes=N for a fresh head', "model.eval()",
-              "print(model.preprocessing)  # the transforms these weights expect", "```", "",
+              "print(model.config.preprocessing)  # the transforms these weights expect", "```", "",
               "The weights are a safetensors file: loading them runs no code.", "", "## Citation", "", "```bibtex"]
     lines += ["\n\n".join(bibtex(p) for p in (paper, backbone_paper) if p), "```", ""]
     return "\n".join(lines)

@@ -21,11 +21,10 @@ def _export(ckpt: str, out: Path, repo_id: str | None, license: str, datasets: l
     source = {"kind": "trained", "checkpoint": Path(ckpt).name, "weights": exported.weights}
     if exported.notes:
         source["notes"] = exported.notes
-    save_pretrained(exported.model, out, metrics=exported.metrics, class_names=exported.class_names,
-                    train_config=exported.train_config, source=source, repo_id=repo_id, license=license,
-                    datasets=datasets, overwrite=overwrite)
-    return out, {"architecture": exported.model.attnzoo_config["architecture"],
-                 "num_classes": exported.model.num_classes, "metrics": exported.metrics,
+    save_pretrained(exported.model, out, metrics=exported.metrics, train_config=exported.train_config,
+                    source=source, repo_id=repo_id, license=license, datasets=datasets, overwrite=overwrite)
+    return out, {"architecture": exported.model.config.architecture,
+                 "num_classes": exported.model.config.num_classes, "metrics": exported.metrics,
                  "weights": exported.weights}
 
 

@@ -3,8 +3,8 @@
 A weight is a directory with three files:
 
 - ``model.safetensors``: the state dict with clean keys (no ``module.``, no ``_orig_mod.``);
-- ``config.json``: what rebuilds the model (architecture, num_classes, model_args), the preprocessing, label
-  names, metrics, the training config and the attnzoo version;
+- ``config.json``: the model's :class:`~attnzoo.registry.ModelConfig` (architecture, num_classes, model_args,
+  preprocessing, label_names), then metrics, the training config, the source and the attnzoo version;
 - ``README.md``: the model card (see :mod:`attnzoo.weights.card`).
 
 safetensors holds tensors only, so reading a weight never runs code: that is the point of the format.
@@ -22,7 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from attnzoo._version import __version__
 from attnzoo.errors import AttnzooError
+from attnzoo.registry import ModelConfig, build, config_of
 
 log = logging.getLogger("attnzoo.weights")
 
@@ -85,26 +87,23 @@ def _jsonable(value, what: str):
     return convert(value)
 
 
-def build_config(model: nn.Module, metrics=None, class_names=None, train_config=None, source=None) -> dict:
-    """The config.json of ``model`` (which must come from ``attnzoo.create_model`` or ``attnzoo.load``)."""
-    from attnzoo import __version__
-
-    cfg = getattr(model, "attnzoo_config", None)
-    if not isinstance(cfg, Mapping) or "architecture" not in cfg:
+def model_config(model: nn.Module) -> ModelConfig:
+    """The :class:`ModelConfig` a model carries; refused for a model that does not come from attnzoo."""
+    config = config_of(model)
+    if config is None:
         raise AttnzooError("save_pretrained needs a model built by attnzoo.create_model or attnzoo.load (it carries "
-                           "`attnzoo_config`, which rebuilds it); this model has none.")
-    num_classes = int(getattr(model, "num_classes", cfg.get("num_classes")))
+                           "`config`, the ModelConfig that rebuilds it); this model has none.")
+    return config
+
+
+def build_config(model: nn.Module, metrics=None, class_names=None, train_config=None, source=None) -> dict:
+    """The config.json of ``model``: its :class:`ModelConfig` (with ``class_names``, when given, as its
+    label names) plus what the weights record beside it."""
+    config = model_config(model)
     if class_names is not None:
-        class_names = [str(c) for c in class_names]
-        if len(class_names) != num_classes:
-            raise AttnzooError(f"class_names has {len(class_names)} names but the model has {num_classes} classes.")
-    preprocessing = getattr(model, "preprocessing", None)
+        config = config.replace(class_names=class_names)
     return {
-        "architecture": cfg["architecture"],
-        "num_classes": num_classes,
-        "model_args": _jsonable(dict(cfg.get("model_args") or {}), "model_args"),
-        "preprocessing": _jsonable(dict(preprocessing), "preprocessing") if preprocessing else None,
-        "label_names": class_names,
+        **config.to_dict(),
         "metrics": _jsonable(dict(metrics or {}), "metrics"),
         "train_config": _jsonable(train_config, "train_config") if train_config is not None else None,
         "source": _jsonable(source, "source") if source is not None else None,
@@ -151,20 +150,6 @@ def read_config(path: str | Path) -> dict:
     return cfg
 
 
-def model_from_config(cfg: Mapping) -> nn.Module:
-    from attnzoo.registry import create_model
-
-    model = create_model(cfg["architecture"], num_classes=int(cfg["num_classes"]), **dict(cfg.get("model_args") or {}))
-    if cfg.get("preprocessing"):
-        model.preprocessing = dict(cfg["preprocessing"])
-    return model
-
-
-def _classifier_keys(model: nn.Module) -> set[str]:
-    name = getattr(model, "classifier_name", None)
-    return {f"{name}.weight", f"{name}.bias"} if name else set()
-
-
 def listing(keys, limit: int = 8) -> str:
     """``a, b, c and 5 more``: key lists short enough for a one-line error."""
     keys = sorted(keys)
@@ -204,7 +189,7 @@ def apply_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
     problems, mis_shaped = state_dict_problems(own, state_dict)
     if mis_shaped or (problems and strict):
         hint = "" if mis_shaped else " Pass strict=False to load the matching keys anyway."
-        raise AttnzooError(f"{what} do not fit {model.attnzoo_config['architecture']} ({'; '.join(problems)}).{hint}")
+        raise AttnzooError(f"{what} do not fit {model.config.architecture} ({'; '.join(problems)}).{hint}")
     if problems:
         log.warning("loading %s with strict=False: %s", what, "; ".join(problems))
     model.load_state_dict({k: v for k, v in state_dict.items() if k in own}, strict=False)
@@ -213,14 +198,10 @@ def apply_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
 def build_model(cfg: Mapping, state_dict: Mapping[str, torch.Tensor], num_classes: int | None = None,
                 strict: bool = True, what: str = "the weights") -> nn.Module:
     """Rebuild the model of a config.json, load its weights, and reset the head for a new ``num_classes``."""
-    model = model_from_config(cfg)
+    model = build(ModelConfig.from_dict(cfg))
     apply_state_dict(model, state_dict, strict=strict, what=what)
-    model.class_names = list(cfg["label_names"]) if cfg.get("label_names") else None
-    model.pretrained_cfg = dict(cfg)
     if num_classes is not None and int(num_classes) != model.num_classes:
         log.warning("%s were trained for %d classes; the classifier (%s) is reset to %d classes and needs training.",
-                    what, model.num_classes, getattr(model, "classifier_name", "head"), num_classes)
-        model.reset_classifier(int(num_classes))
-        model.attnzoo_config = {**model.attnzoo_config, "num_classes": int(num_classes)}
-        model.class_names = None
+                    what, model.num_classes, model.classifier_name, num_classes)
+        model.reset_classifier(int(num_classes))  # model.config follows: the new count, no class names
     return model

@@ -1,16 +1,17 @@
 """A Lightning checkpoint of ``attnzoo.training.module.ImageClassifier`` back into a plain attnzoo model.
 
 The checkpoint is read with ``torch.load(weights_only=True)``. The model is rebuilt from what the training
-module saved: ``checkpoint["attnzoo"]`` = {attnzoo_config, preprocessing, class_names, ema} (written by
-``ImageClassifier.on_save_checkpoint``), else ``hyper_parameters`` (an ``attnzoo_config``, or the model name,
-``num_classes`` and ``model_args``). The network's weights are the entries under ``model.`` (wrapper prefixes
-stripped), and EMA weights win when the checkpoint has them: the module's ``AveragedModel`` copy
-(``ema.module.*``), or Lightning's ``WeightAveraging`` callback, which already puts the averaged weights in
-``state_dict`` (the live ones move to ``current_model_state``).
+module saved in ``checkpoint["attnzoo"]`` (written by ``ImageClassifier.on_save_checkpoint``):
+``attnzoo_config`` (architecture, num_classes, model_args), ``preprocessing``, ``class_names`` and ``ema``.
+The network's weights are the entries under ``model.`` (wrapper prefixes stripped), and EMA weights win when
+the checkpoint has them: the module's ``AveragedModel`` copy (``ema.module.*``), or Lightning's
+``WeightAveraging`` callback, which already puts the averaged weights in ``state_dict`` (the live ones move to
+``current_model_state``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,54 +20,42 @@ import torch
 from torch import nn
 
 from attnzoo.errors import AttnzooError
+from attnzoo.registry import ModelConfig, build
 from attnzoo.weights.format import apply_state_dict, clean_state_dict
 from attnzoo.weights.pickles import load_pickle
 
-NET_PREFIXES = ("model.", "net.", "network.")
-EMA_PREFIXES = ("ema.module.", "model_ema.module.", "ema_model.module.")  # AveragedModel / timm-style copies
-NAME_KEYS = ("model_name", "model", "arch", "architecture", "name")
-ARGS_KEYS = ("model_args", "model_kwargs", "model_overrides", "overrides")
+NET_PREFIX = "model."
+EMA_PREFIX = "ema.module."  # the training module's AveragedModel copy
 
 
 @dataclass
 class ExportedModel:
-    model: nn.Module
-    class_names: list[str] | None
+    model: nn.Module  # with its ModelConfig (class names and preprocessing of the run) as model.config
     metrics: dict
     train_config: dict | None
     weights: str  # "ema" or "live", said in the model card
     notes: list[str] = field(default_factory=list)
 
 
-def _model_config(meta: Mapping, hparams: Mapping, path: Path) -> dict:
-    """(architecture, num_classes, model_args) from the training module's metadata or hyper-parameters."""
-    cfg = meta.get("attnzoo_config") or hparams.get("attnzoo_config")
-    if isinstance(cfg, Mapping) and isinstance(cfg.get("model"), Mapping) and "architecture" in cfg["model"]:
-        cfg = cfg["model"]
-    if isinstance(cfg, Mapping) and "architecture" in cfg:
-        return {"architecture": cfg["architecture"], "num_classes": cfg.get("num_classes", hparams.get("num_classes")),
-                "model_args": dict(cfg.get("model_args") or {})}
-    name = next((hparams[k] for k in NAME_KEYS if isinstance(hparams.get(k), str)), None)
-    if name is None:
-        raise AttnzooError(f"{str(path)!r}: its hyper_parameters do not name the model (looked for attnzoo_config or "
-                           f"{', '.join(NAME_KEYS)}; found {', '.join(map(str, hparams)) or 'nothing'}). Was it "
-                           "written by attnzoo's training module?")
-    args = next((dict(hparams[k]) for k in ARGS_KEYS if isinstance(hparams.get(k), Mapping)), {})
-    args.pop("backbone_weights", None)  # the weights in the checkpoint replace them
-    return {"architecture": name, "num_classes": hparams.get("num_classes"), "model_args": args}
+def _model_config(meta: Mapping, path: Path) -> ModelConfig:
+    """The model's config from the training module's metadata."""
+    saved = meta.get("attnzoo_config")
+    if not isinstance(saved, Mapping) or "architecture" not in saved:
+        raise AttnzooError(f"{str(path)!r} does not say which attnzoo model it holds (no checkpoint['attnzoo']"
+                           "['attnzoo_config']): it was not written by attnzoo's training module with a model "
+                           "given by name (`attnzoo fit --model.model NAME`).")
+    preprocessing = meta.get("preprocessing") if isinstance(meta.get("preprocessing"), Mapping) else None
+    return ModelConfig.from_dict({**saved, "preprocessing": preprocessing or None,
+                                  "label_names": meta.get("class_names") or None})
 
 
-def _split_state(state: Mapping[str, torch.Tensor], use_ema: bool = True) -> tuple[dict[str, torch.Tensor], str]:
+def _split_state(state: Mapping[str, torch.Tensor], path: Path, use_ema: bool = True) -> tuple[dict, str]:
     state = clean_state_dict(state)
-    for prefix in EMA_PREFIXES if use_ema else ():
-        ema = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if ema:
-            return clean_state_dict(ema), "ema"
-    for prefix in NET_PREFIXES:
-        net = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if net:
-            return clean_state_dict(net), "live"
-    return dict(state), "live"
+    for prefix, weights in ((EMA_PREFIX, "ema"), (NET_PREFIX, "live")) if use_ema else ((NET_PREFIX, "live"),):
+        found = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if found:
+            return clean_state_dict(found), weights
+    raise AttnzooError(f"{str(path)!r} has no network weights in its state_dict (no {NET_PREFIX}* entries).")
 
 
 def _metrics(checkpoint: Mapping) -> dict:
@@ -89,8 +78,6 @@ def model_from_lightning_checkpoint(path: str | Path, use_ema: bool | None = Non
     Args:
         use_ema: take the EMA weights; None (default) takes them when the checkpoint has them.
     """
-    from attnzoo.registry import create_model
-
     path = Path(path)
     checkpoint = load_pickle(path)
     if not isinstance(checkpoint, Mapping) or not isinstance(checkpoint.get("state_dict"), Mapping):
@@ -98,37 +85,27 @@ def model_from_lightning_checkpoint(path: str | Path, use_ema: bool | None = Non
                            "use `attnzoo convert`.")
     hparams = checkpoint.get("hyper_parameters") or {}
     meta = checkpoint.get("attnzoo") if isinstance(checkpoint.get("attnzoo"), Mapping) else {}
-    cfg = _model_config(meta, hparams, path)
+    config = _model_config(meta, path)
     if use_ema and not meta.get("ema") and not any(
-        k.startswith(p) for k in checkpoint["state_dict"] for p in EMA_PREFIXES
+        k.startswith(EMA_PREFIX) for k in checkpoint["state_dict"]
     ) and "current_model_state" not in checkpoint:
         raise AttnzooError(f"{str(path)!r} has no EMA weights (the run had ema_decay unset).")
-    state, weights = _split_state(checkpoint["state_dict"], use_ema=use_ema is not False)
+    state, weights = _split_state(checkpoint["state_dict"], path, use_ema=use_ema is not False)
     notes = []
     if "current_model_state" in checkpoint:
         weights = "ema"
         notes.append("weights: the averaged (EMA) weights saved by Lightning's WeightAveraging callback")
     elif weights == "ema":
         notes.append("weights: the EMA copy kept by the training module")
-    num_classes = cfg["num_classes"]
-    if num_classes is None:
-        raise AttnzooError(f"{str(path)!r}: its hyper_parameters give no num_classes.")
-    model = create_model(cfg["architecture"], num_classes=int(num_classes), **cfg["model_args"])
+    model = build(config)
     apply_state_dict(model, state, strict=True, what=f"the weights in {str(path)!r}")
     if meta.get("ema") and weights != "ema" and use_ema is not False:
         raise AttnzooError(f"{str(path)!r} says it kept EMA weights, but its state_dict has no ema.module.* entries.")
-    if isinstance(meta.get("preprocessing"), Mapping) and meta["preprocessing"]:
-        model.preprocessing = {**model.preprocessing, **meta["preprocessing"]}
-    class_names = meta.get("class_names") or hparams.get("class_names")
-    model.class_names = list(class_names) if class_names else None
-    return ExportedModel(model.eval(), list(class_names) if class_names else None, _metrics(checkpoint),
-                         _train_config(hparams), weights, notes)
+    return ExportedModel(model.eval(), _metrics(checkpoint), _train_config(hparams), weights, notes)
 
 
 def _train_config(hparams: Mapping) -> dict | None:
     """The JSON-able hyper-parameters (optimizer factories and the like are left out)."""
-    import json
-
     out = {}
     for key, value in hparams.items():
         try:

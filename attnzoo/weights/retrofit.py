@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from attnzoo.errors import AttnzooError
+from attnzoo.registry import config_of
 from attnzoo.weights.format import clean_state_dict, listing
 
 log = logging.getLogger("attnzoo.weights")
@@ -62,23 +63,25 @@ def load_backbone_weights(model: nn.Module, source) -> dict:
     """
     state_dict, label = _source_state_dict(source)
     state_dict = clean_state_dict(state_dict)
+    config = config_of(model)
+    name = config.architecture if config is not None else type(model).__name__
     own = model.state_dict()
     classifier = getattr(model, "classifier_name", None)
     head = {f"{classifier}.weight", f"{classifier}.bias"} if classifier else set()
     plain = {k for k in own if not is_attention_key(k)}
     missing = sorted(k for k in plain - head if k not in state_dict)
     if missing:
-        raise AttnzooError(f"{label} lacks plain weights of {model.attnzoo_config['architecture']}: "
+        raise AttnzooError(f"{label} lacks plain weights of {name}: "
                            f"{listing(missing)}. Is it a checkpoint of the same backbone?")
     mis_shaped = [f"{k} {list(state_dict[k].shape)} (model: {list(own[k].shape)})"
                   for k in sorted(plain - head) if state_dict[k].shape != own[k].shape]
     if mis_shaped:
-        raise AttnzooError(f"{label} does not fit {model.attnzoo_config['architecture']}: shapes differ for "
+        raise AttnzooError(f"{label} does not fit {name}: shapes differ for "
                            f"{listing(mis_shaped, 5)}.")
     ignored_attention = sorted(k for k in state_dict if is_attention_key(k))
     unexpected = sorted(k for k in state_dict if k not in own and not is_attention_key(k))
     if unexpected:
-        raise AttnzooError(f"{label} has weights that {model.attnzoo_config['architecture']} lacks: "
+        raise AttnzooError(f"{label} has weights that {name} lacks: "
                            f"{listing(unexpected)}. Is it a checkpoint of the same backbone?")
     load = {k: state_dict[k] for k in plain - head}
     head_loaded = bool(head) and all(k in state_dict and state_dict[k].shape == own[k].shape for k in head)
