@@ -13,7 +13,7 @@ import importlib
 import os
 import sys
 
-from attnzoo.errors import AttnzooError
+from attnzoo.errors import AttnzooError, usage_error
 
 # name -> "module:function". Imported lazily so `attnzoo list` does not import Lightning.
 EXTRA_COMMANDS: dict[str, str] = {
@@ -49,11 +49,6 @@ def _apply_aliases(argv: list[str], aliases: dict[str, str]) -> list[str]:
         else:
             out.append(aliases[flag])
     return out
-
-
-def usage_error(err: BaseException, command: str) -> AttnzooError:
-    """A parser error (unknown flag, wrong type) as one line that points at the command's --help."""
-    return AttnzooError(f"{' '.join(str(err).split())} (see: attnzoo {command} --help)")
 
 
 def _run_extra(command: str, argv: list[str]) -> None:

@@ -28,3 +28,8 @@ def unknown(kind: str, name: str, choices: Iterable[str], accepted: str | None =
     """
     choices = sorted(choices)
     return AttnzooError(f"unknown {kind} {name!r}.{suggest(name, choices)} Accepted: {accepted or ', '.join(choices)}.")
+
+
+def usage_error(err: BaseException, command: str) -> AttnzooError:
+    """A parser error (unknown flag, wrong type) as one line that points at the command's --help."""
+    return AttnzooError(f"{' '.join(str(err).split())} (see: attnzoo {command} --help)")

@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from attnzoo.data.base import ClassificationDataModule
-from attnzoo.errors import AttnzooError
+from attnzoo.errors import AttnzooError, usage_error
 from attnzoo.preprocessing import Preprocessing
 from attnzoo.training.callbacks import PredictionWriter
 from attnzoo.training.module import ImageClassifier
@@ -107,8 +107,6 @@ def run_lightning_cli(argv: list[str]) -> AttnzooCLI:
     try:
         return make_cli(args)
     except ArgumentError as err:
-        from attnzoo.cli import usage_error
-
         raise usage_error(err, next((a for a in argv if a in SUBCOMMANDS), "")) from None
     except Exception as err:
         # jsonargparse wraps errors raised while instantiating a class; surface the user's mistake itself.

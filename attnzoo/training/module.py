@@ -30,10 +30,11 @@ from attnzoo.attention import AttentionModule
 from attnzoo.compiling import compile_kwargs
 from attnzoo.errors import AttnzooError
 from attnzoo.preprocessing import Preprocessing
-from attnzoo.registry import config_of
+from attnzoo.registry import config_of, create_model
 from attnzoo.training.mixing import MixupCutmix
 from attnzoo.training.param_groups import NO_WEIGHT_DECAY_CHOICES, NoWeightDecay, parameter_groups
 from attnzoo.training.schedules import EpochSchedule
+from attnzoo.weights.retrofit import load_backbone_weights
 
 CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
 
@@ -190,9 +191,13 @@ class ImageClassifier(L.LightningModule):
                     raise AttnzooError(f"the model has {current} classes, the data {num_classes}.")
                 model.reset_classifier(num_classes)  # a zoo network's config follows
             return model
-        from attnzoo import create_model  # the public one: model_args may name backbone_weights
-
-        return create_model(model, num_classes=1000 if num_classes is None else num_classes, **model_args)
+        # As attnzoo.create_model does: build, then retrofit plain backbone weights when they are named.
+        options = dict(model_args)
+        backbone_weights = options.pop("backbone_weights", None)
+        net = create_model(model, num_classes=1000 if num_classes is None else num_classes, **options)
+        if backbone_weights is not None:
+            load_backbone_weights(net, backbone_weights)
+        return net
 
     def configure_model(self) -> None:
         """Compile the inner network in place (keys stay ``model.*``) before DDP wraps the module."""
