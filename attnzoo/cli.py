@@ -1,8 +1,8 @@
 """The `attnzoo` command line: a thin layer over the Python API.
 
-Lightning's subcommands (fit, validate, test, predict) go to LightningCLI. The zoo's own subcommands
-(list, info, and those added by other parts: push, export, convert, bench) are plain Python functions
-exposed through `jsonargparse.auto_cli`, so `--config` and `--help` behave the same everywhere.
+Lightning's subcommands (fit, validate, test, predict) go to LightningCLI. The zoo's own subcommands (list,
+info, export, push, convert, bench) are plain Python functions exposed through `jsonargparse.auto_cli`, so
+`--config` and `--help` behave the same everywhere. `attnzoo --help` lists them all, from :data:`COMMANDS`.
 
 A user mistake (:class:`attnzoo.errors.AttnzooError`) ends in one line on stderr and exit code 2.
 """
@@ -13,17 +13,43 @@ import importlib
 import os
 import sys
 
-from attnzoo.errors import AttnzooError, usage_error
+from attnzoo._version import __version__
+from attnzoo.errors import AttnzooError, unknown, usage_error
 
-# name -> "module:function". Imported lazily so `attnzoo list` does not import Lightning.
-EXTRA_COMMANDS: dict[str, str] = {
-    "list": "attnzoo.commands:list_command",
-    "info": "attnzoo.commands:info_command",
-    "push": "attnzoo.weights.commands:push_command",
-    "export": "attnzoo.weights.commands:export_command",
-    "convert": "attnzoo.weights.commands:convert_command",
-    "bench": "attnzoo.bench.command:bench_command",
+LIGHTNING = "lightning"
+# name -> (what runs it, its line in `attnzoo --help`). A new command is one line here: LIGHTNING, or the
+# "module:function" of a plain function, whose parameters become the options and whose docstring its --help.
+# The functions are imported only when their command runs, so `attnzoo list` does not import Lightning.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "fit": (LIGHTNING, "train a model: --config FILE, then --model.*, --data.*, --trainer.* (LightningCLI)"),
+    "validate": (LIGHTNING, "evaluate a model on the validation data (--ckpt_path CKPT)"),
+    "test": (LIGHTNING, "evaluate a model on the test data (--ckpt_path CKPT)"),
+    "predict": (LIGHTNING, "the top classes of images, with probabilities (--ckpt_path CKPT)"),
+    "list": ("attnzoo.commands:list_command", "the registered models with their parameters and FLOPs"),
+    "info": ("attnzoo.commands:info_command", "one model: where its attention sits, what it costs over plain"),
+    "export": ("attnzoo.weights.commands:export_command", "a training checkpoint as weights: safetensors + config"),
+    "push": ("attnzoo.weights.commands:push_command", "publish a training checkpoint on the Hugging Face Hub"),
+    "convert": ("attnzoo.weights.commands:convert_command", "an official released checkpoint into attnzoo weights"),
+    "bench": ("attnzoo.bench.command:bench_command", "speed, memory and graph breaks of models against plain"),
 }
+EXTRA_COMMANDS = {name: target for name, (target, _) in COMMANDS.items() if target != LIGHTNING}
+HELP_FLAGS = ("-h", "--help")
+
+
+def overview() -> str:
+    """What `attnzoo --help` prints: every command with its line."""
+    width = max(map(len, COMMANDS))
+    lines = [
+        "usage: attnzoo COMMAND [options]",
+        "",
+        "Paper-exact attention modules (SE, ECA, GCT, GC, CBAM, GAM) on ResNet and MobileNetV2.",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()),
+        "",
+        "`attnzoo COMMAND --help` shows a command's options; `attnzoo --version` the version.",
+    ]
+    return "\n".join(lines)
 
 
 def _load(target: str):
@@ -72,14 +98,25 @@ def _run_extra(command: str, argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] in EXTRA_COMMANDS:
+        if not argv:
+            print(overview(), file=sys.stderr)
+            raise SystemExit(2)
+        command = argv[0]
+        if command in HELP_FLAGS:
+            print(overview())
+        elif command == "--version":
+            print(f"attnzoo {__version__}")
+        elif command in EXTRA_COMMANDS:
             # jsonargparse names the program after sys.argv[0]; make usage lines read "attnzoo list ...".
-            sys.argv[0] = f"attnzoo {argv[0]}"
-            _run_extra(argv[0], argv[1:])
-        else:
+            sys.argv[0] = f"attnzoo {command}"
+            _run_extra(command, argv[1:])
+        elif command in COMMANDS or command.startswith("-"):  # options before the subcommand are Lightning's
             from attnzoo.training.cli import run_lightning_cli
 
             run_lightning_cli(argv)
+        else:
+            raise unknown("command", command, COMMANDS,
+                          accepted=f"{', '.join(COMMANDS)} (`attnzoo --help` says what each does)")
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
     except AttnzooError as err:
         print(f"attnzoo: error: {err}", file=sys.stderr)

@@ -45,3 +45,30 @@ def test_a_closed_pipe_is_not_a_traceback():
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 1, stderr
     assert stderr == "", stderr
+
+
+def test_help_lists_every_command_with_a_line_and_a_typo_names_them_all():
+    from attnzoo.cli import COMMANDS, LIGHTNING
+    from attnzoo.training.cli import SUBCOMMANDS
+
+    names = ["fit", "validate", "test", "predict", "list", "info", "export", "push", "convert", "bench"]
+    assert set(names) <= set(COMMANDS)
+    assert [n for n, (target, _) in COMMANDS.items() if target == LIGHTNING] == list(SUBCOMMANDS)
+    shown = run("--help")
+    assert shown.returncode == 0, shown.stderr
+    lines = {line.split()[0]: line for line in shown.stdout.splitlines() if line.startswith("  ")}
+    for name, (_, summary) in COMMANDS.items():
+        assert summary in lines[name], name
+    typo = run("fitt")
+    assert typo.returncode == 2 and len(typo.stderr.strip().splitlines()) == 1
+    assert "unknown command 'fitt'. Did you mean: fit" in typo.stderr
+    assert all(f" {name}," in typo.stderr or f" {name} (" in typo.stderr for name in COMMANDS), typo.stderr
+
+
+def test_every_zoo_command_exists_and_help_imports_nothing_heavy():
+    # A typo in the command table would only show when that command runs; --help must stay instant.
+    code = ("import sys\nfrom attnzoo import cli\ncli.overview()\nassert 'torch' not in sys.modules\n"
+            "for target in cli.EXTRA_COMMANDS.values():\n    func = cli._load(target)\n"
+            "    assert callable(func) and func.__doc__, target\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -1,6 +1,6 @@
 """The weights subcommands of the command line: ``attnzoo push``, ``attnzoo export``, ``attnzoo convert``.
 
-Plain functions exposed through ``jsonargparse.auto_cli`` (see ``attnzoo.cli.EXTRA_COMMANDS``).
+Plain functions exposed through ``jsonargparse.auto_cli`` (see ``attnzoo.cli.COMMANDS``).
 """
 
 from __future__ import annotations
