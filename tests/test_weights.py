@@ -59,6 +59,21 @@ def test_config_json_is_the_model_config_in_the_same_format(tmp_path):
         attnzoo.save_pretrained(torch.nn.Linear(2, 2), tmp_path / "other")
 
 
+def test_the_model_card_front_matter_reads_back_through_huggingface_hub(tmp_path):
+    from huggingface_hub import ModelCard
+
+    datasets = ["cifar: 10 #test", "imagenet-1k"]  # YAML specials must survive as written
+    attnzoo.save_pretrained(_model(), tmp_path / "w", metrics={"val/acc1": 0.625, "val/acc5": 0.9, "epoch": 4},
+                            datasets=datasets, license="mit")
+    card = ModelCard.load(tmp_path / "w" / "README.md")
+    assert card.data.datasets == datasets and card.data.license == "mit" and card.data.library_name == "attnzoo"
+    assert card.data.pipeline_tag == "image-classification" and {"eca", "r18", "attnzoo"} <= set(card.data.tags)
+    results = {(r.metric_name, r.dataset_split, r.dataset_type): r.metric_value for r in card.data.eval_results}
+    assert results == {("top-1 accuracy", "validation", datasets[0]): 0.625,
+                       ("top-5 accuracy", "validation", datasets[0]): 0.9}
+    assert card.data.model_name == "eca_r18" and "# eca_r18" in card.text and "| epoch | 4 |" in card.text
+
+
 def test_the_same_weights_give_the_same_bytes(tmp_path):
     # The index's sha256 is computed on one export and checked against another: the bytes must not vary.
     model = _model("r18", 3)

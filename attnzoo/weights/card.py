@@ -1,12 +1,15 @@
 """The model card (README.md) of a published weight: front matter for the Hub, then what a reader needs.
 
-What the model is and which paper it implements, the metrics and the config that trained it, a usage
-snippet, and the citations (the attention's paper and the backbone's).
+The front matter is built by huggingface_hub (``ModelCardData``; the metrics as ``EvalResult`` s of the Hub's
+model-index when the dataset is named), so the Hub and ``ModelCard.load`` read back exactly what was given.
+The body says what the model is and which paper it implements, the metrics and the config that trained it,
+gives a usage snippet, and the citations (the attention's paper and the backbone's).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 
 from attnzoo.registry import ModelConfig
@@ -134,17 +137,10 @@ def render_card(cfg: Mapping, repo_id: str | None = None, license: str = "apache
     backbone_paper = BACKBONE_PAPERS["mobilenetv2" if backbone == "mobilenetv2" else "resnet"]
     paper = PAPERS.get(attention) if attention else None
     name = config.architecture
-    tags = ["image-classification", "attnzoo", "pytorch", "safetensors", backbone] + ([attention] if attention else [])
-    front = ["---", "library_name: attnzoo", f"license: {license}", "pipeline_tag: image-classification", "tags:"]
-    front += [f"- {t}" for t in tags]
-    if datasets:
-        front += ["datasets:"] + [f"- {d}" for d in datasets]
-    front.append("---")
-
     what = (f"**{name}**: {backbone_paper['name']} ({backbone}) with {paper['name']} attention, as built by "
             f"`attnzoo.create_model({name!r})`." if paper else
             f"**{name}**: the plain {backbone_paper['name']} ({backbone}) without attention.")
-    lines = [*front, "", f"# {name}", "", what, ""]
+    lines = [f"# {name}", "", what, ""]
     if paper:
         lines += [f"- Attention: {_paper_line(paper)}" + (f" (official code: {paper['code']})" if paper.get("code") else "")]
     lines += [f"- Backbone: {_paper_line(backbone_paper)}", ""]
@@ -172,4 +168,34 @@ def render_card(cfg: Mapping, repo_id: str | None = None, license: str = "apache
               "print(model.config.preprocessing)  # the transforms these weights expect", "```", "",
               "The weights are a safetensors file: loading them runs no code.", "", "## Citation", "", "```bibtex"]
     lines += ["\n\n".join(bibtex(p) for p in (paper, backbone_paper) if p), "```", ""]
-    return "\n".join(lines)
+    from huggingface_hub import ModelCard, ModelCardData  # imported when a card is written, not with attnzoo
+
+    tags = ["image-classification", "attnzoo", "pytorch", "safetensors", backbone] + ([attention] if attention else [])
+    results = eval_results(cfg.get("metrics") or {}, datasets[0]) if datasets else []
+    data = ModelCardData(library_name="attnzoo", license=license, pipeline_tag="image-classification", tags=tags,
+                         datasets=list(datasets) if datasets else None, model_name=name if results else None,
+                         eval_results=results or None)
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+
+
+_METRIC = re.compile(r"^(?P<split>val|validation|test)/(?P<name>acc(?P<k>\d+)|[\w.-]+)$")
+_SPLITS = {"val": "validation", "validation": "validation", "test": "test"}
+
+
+def eval_results(metrics: Mapping, dataset: str) -> list:
+    """The evaluation metrics (``val/acc1``, ``test/acc5``, ``val/loss`` ...) as the Hub's model-index results
+    (``huggingface_hub.EvalResult``) on ``dataset``; training-time counters (epoch, global_step) are no
+    evaluation and stay in the card's table only."""
+    from huggingface_hub import EvalResult
+
+    results = []
+    for key, value in metrics.items():
+        match = _METRIC.match(str(key))
+        if not match or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        k = match["k"]
+        results.append(EvalResult(
+            task_type="image-classification", dataset_type=dataset, dataset_name=dataset,
+            dataset_split=_SPLITS[match["split"]], metric_type="accuracy" if k else match["name"],
+            metric_name=f"top-{k} accuracy" if k else str(key), metric_value=float(value)))
+    return results
