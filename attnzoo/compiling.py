@@ -1,4 +1,4 @@
-"""The ``torch.compile`` arguments attnzoo uses everywhere it compiles (the trainer and the benchmark).
+"""The ``torch.compile`` modes and arguments attnzoo uses everywhere it compiles (the trainer and the bench).
 
 On the CPU, inductor lays out every forward graph's convolutions channels-last (its rule for oneDNN). It makes
 that decision for each graph on its own, and a training step's backward graph holds ``convolution_backward``
@@ -17,10 +17,13 @@ grouped convolutions), and the CPU measurement says nothing about it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 
+# torch.compile's modes, the one list the trainer (--model.compile) and the bench (--compile) accept.
+CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
+COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 DEFAULT_MODE = "default"
 
 

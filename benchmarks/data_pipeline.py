@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader
 
 from attnzoo.data.image_folder import ImageFolder
 from attnzoo.data.transforms import eval_transform, train_transform
+from attnzoo.preprocessing import Preprocessing
 
-PREPROCESSING = {"input_size": [3, 224, 224], "interpolation": "bilinear", "crop_pct": 0.875}
+PREPROCESSING = Preprocessing()  # ImageNet's: 224 crops, bilinear, crop_pct 0.875
 
 
 def make_folder(root: Path, images: int, width: int, height: int, classes: int = 10) -> None:

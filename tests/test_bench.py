@@ -177,3 +177,46 @@ def test_kernel_profile_sees_inductors_kernels_and_the_library_calls():
     # MobileNetV2 has 52 convolutions, each with its GCT fused ahead of it; the library runs the convolutions.
     assert sum(calls for _, calls in fused) >= 52
     assert any("convolution" in name for name, _ in by_category.get("library calls", []))
+
+
+def test_one_settings_dataclass_behind_run_and_the_command_line(capsys):
+    import dataclasses
+
+    from attnzoo.bench import BenchSettings
+    from attnzoo.bench.command import bench_command
+    from attnzoo.cli import _load
+
+    settings = BenchSettings(models="r18", tasks=["infer", "infer"], compile=["eager"])
+    assert settings.models == ("r18",) and settings.tasks == ("infer",)  # normalised, and frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.repeats = 2
+    # The command's options are the dataclass's fields plus what it does with the results: nothing repeated.
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    shown = capsys.readouterr().out
+    for name in [f.name for f in dataclasses.fields(BenchSettings)] + ["out_dir", "plot", "data_dir", "data_workers"]:
+        assert f"--{name} " in shown, name
+    assert _load("attnzoo.bench.command:bench_command") is bench_command
+    with pytest.raises(AttnzooError, match="repeats must be >= 1"):
+        run(settings, repeats=0)  # options on top of a settings object are checked the same way
+
+
+def test_bench_and_trainer_accept_the_same_compile_modes():
+    from attnzoo.bench import BenchSettings
+    from attnzoo.compiling import COMPILE_MODES
+    from attnzoo.training import ImageClassifier
+
+    assert set(COMPILE_MODES) <= set(torch._inductor.list_mode_options())  # torch's own names
+    for mode in COMPILE_MODES:
+        assert BenchSettings(compile=["eager", mode]).compile == ("eager", mode)
+        assert ImageClassifier("r18", num_classes=2, compile=mode).compile_mode == mode
+    with pytest.raises(AttnzooError, match="max-autotune-no-cudagraphs"):
+        ImageClassifier("r18", num_classes=2, compile="turbo")
+
+
+def test_timing_stands_on_its_own():
+    import ast
+
+    source = (Path(__file__).resolve().parents[1] / "attnzoo" / "bench" / "timing.py").read_text()
+    imported = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)}
+    assert not any(m and m.startswith("attnzoo.bench") for m in imported)

@@ -26,7 +26,8 @@ import statistics
 
 import torch
 
-from attnzoo.bench.workload import Workload, sync
+from attnzoo.bench.timing import sync
+from attnzoo.bench.workload import Workload
 
 CPU_METHOD = "state bytes + increase of peak resident set (VmHWM, reset via /proc/self/clear_refs after malloc_trim) over one step, median of three steps"
 CUDA_METHOD = "torch.cuda.max_memory_allocated over one step"

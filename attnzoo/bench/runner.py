@@ -9,6 +9,7 @@ timed interleaved with the reference — the plain backbone in the first compile
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import itertools
 import traceback
@@ -19,26 +20,10 @@ from attnzoo.bench import graph_breaks as graph_break_check
 from attnzoo.bench import memory
 from attnzoo.bench.machine import describe
 from attnzoo.bench.selection import Entry, select
+from attnzoo.bench.settings import BenchSettings
 from attnzoo.bench.timing import Contestant, interleave, summary, warm_up
-from attnzoo.bench.workload import COMPILE_MODES, DTYPES, EAGER, TASKS, Setting, make_workload
+from attnzoo.bench.workload import EAGER, Setting, make_workload
 from attnzoo.errors import AttnzooError
-
-
-def _check_choice(option: str, values, accepted) -> list:
-    values = list(values)
-    if not values:
-        raise AttnzooError(f"{option} needs at least one value. Accepted: {', '.join(map(str, accepted))}.")
-    bad = [v for v in values if v not in accepted]
-    if bad:
-        raise AttnzooError(f"{option}: unknown {', '.join(map(repr, bad))}. Accepted: {', '.join(map(str, accepted))}.")
-    return list(dict.fromkeys(values))
-
-
-def _check_positive(option: str, values) -> list[int]:
-    values = list(values)
-    if not values or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
-        raise AttnzooError(f"{option} must be a list of positive integers, got {values!r}.")
-    return list(dict.fromkeys(values))
 
 
 def _resolve_device(device: str) -> str:
@@ -123,61 +108,33 @@ def _memory_ratios(rows: dict, entries: list[Entry]) -> None:
             row["memory_ratio_to_plain"] = row["peak_memory_bytes"] / reference
 
 
-def run(
-    models: list[str] | str = ("r50", "*_r50"),
-    tasks: list[str] = ("infer", "train"),
-    compile: list[str] = ("default",),
-    batch_sizes: list[int] = (8,),
-    resolutions: list[int] = (224,),
-    dtypes: list[str] = ("fp32",),
-    channels_last: list[bool] = (False,),
-    device: str = "cpu",
-    freezing: bool = False,
-    warmup: int = 1,
-    repeats: int = 5,
-    min_time: float = 0.3,
-    measure_memory: bool = True,
-    graph_breaks: bool = True,
-    num_classes: int = 1000,
-    model_args: dict | None = None,
-    threads: int | None = None,
-    log=print,
-) -> dict:
-    """Benchmark ``models`` (each attention model against its plain backbone); returns the results as a dict.
+def run(settings: BenchSettings | None = None, /, *, log=print, **options) -> dict:
+    """Benchmark the models of ``settings`` (each attention model against its plain backbone); returns the
+    results as a dict (what bench.json holds).
 
-    See :func:`attnzoo.bench.command.bench_command` for the meaning of each option.
+    ``settings`` is a :class:`~attnzoo.bench.settings.BenchSettings`; ``options`` are its fields, given
+    instead or on top: ``run(models=["r18", "eca_r18"], tasks=["infer"])``. ``log`` prints progress (None:
+    silent).
     """
-    groups = select(models)
-    tasks = _check_choice("tasks", tasks, TASKS)
-    modes = _check_choice("compile", compile, (EAGER, *COMPILE_MODES))
-    dtypes = _check_choice("dtypes", dtypes, tuple(DTYPES))
-    layouts = _check_choice("channels_last", channels_last, (False, True))
-    batch_sizes = _check_positive("batch_sizes", batch_sizes)
-    resolutions = _check_positive("resolutions", resolutions)
-    if not isinstance(repeats, int) or repeats < 1 or not isinstance(warmup, int) or warmup < 0:
-        raise AttnzooError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats!r}, warmup={warmup!r}.")
-    device = _resolve_device(device)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    model_args = dict(model_args or {})
+    settings = BenchSettings(**options) if settings is None else dataclasses.replace(settings, **options)
+    groups = select(list(settings.models))
+    device = _resolve_device(settings.device)
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
     log = log or (lambda *_: None)
 
     result = {
         "machine": describe(device),
-        "config": {
-            "models": list(models) if not isinstance(models, str) else [models], "tasks": tasks, "compile": modes,
-            "batch_sizes": batch_sizes, "resolutions": resolutions, "dtypes": dtypes, "channels_last": layouts,
-            "device": device, "freezing": freezing, "warmup": warmup, "repeats": repeats, "min_time": min_time,
-            "num_classes": num_classes, "model_args": model_args,
-        },
-        "memory_method": memory.method(device) if measure_memory else None,
+        "config": settings.describe(device),
+        "memory_method": memory.method(device) if settings.memory else None,
         "graph_breaks": {},
         "rows": [],
         "speedups": [],
     }
     all_entries = [e for entries in groups.values() for e in entries]
 
-    if graph_breaks:  # first: explain() resets dynamo, which would drop the compiled models
+    num_classes, model_args = settings.num_classes, settings.model_args
+    if settings.graph_breaks:  # first: explain() resets dynamo, which would drop the compiled models
         for entry in all_entries:
             if entry.attention == "timm":
                 continue
@@ -188,18 +145,20 @@ def run(
             result["graph_breaks"][entry.label] = counts
             log(f"graph breaks  {entry.label:<28} eval {counts['eval']}  train {counts['train']}")
 
-    with _dynamo_room(len(all_entries) * len(modes)):
-        for backbone, entries in groups.items():
-            for task, dtype, layout, batch, resolution in itertools.product(tasks, dtypes, layouts, batch_sizes, resolutions):
-                setting = Setting(device, dtype, layout, task, batch, resolution, freezing and task == "infer")
-                result_rows, speedups = _measure_setting(entries, modes, setting, num_classes, model_args,
-                                                         warmup, repeats, min_time, measure_memory, log)
+    with _dynamo_room(len(all_entries) * len(settings.compile)):
+        for entries in groups.values():
+            for task, dtype, layout, batch, resolution in itertools.product(
+                settings.tasks, settings.dtypes, settings.channels_last, settings.batch_sizes, settings.resolutions
+            ):
+                setting = Setting(device, dtype, layout, task, batch, resolution, settings.freezing and task == "infer")
+                result_rows, speedups = _measure_setting(entries, setting, settings, log)
                 result["rows"] += result_rows
                 result["speedups"] += speedups
     return result
 
 
-def _measure_setting(entries, modes, setting, num_classes, model_args, warmup, repeats, min_time, measure_memory, log):
+def _measure_setting(entries: list[Entry], setting: Setting, settings: BenchSettings, log) -> tuple[list, list]:
+    modes, num_classes, model_args = list(settings.compile), settings.num_classes, settings.model_args
     log(f"-- {entries[0].backbone}: {setting.describe()}")
     torch._dynamo.reset()
     workloads, contestants, rows = {}, {}, {}
@@ -209,7 +168,7 @@ def _measure_setting(entries, modes, setting, num_classes, model_args, warmup, r
         try:
             workload = make_workload(entry, mode, setting, num_classes, model_args)
             contestant = Contestant(key, workload.run)
-            warm_up(contestant, setting.device, warmup, min_time)
+            warm_up(contestant, setting.device, settings.warmup, settings.min_time)
         except Exception as err:  # noqa: BLE001 - one model failing (e.g. a graph break) is reported, not fatal
             rows[key]["error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
             log(f"   {entry.label} [{mode}] failed: {rows[key]['error']}")
@@ -225,12 +184,12 @@ def _measure_setting(entries, modes, setting, num_classes, model_args, warmup, r
             rows[key]["error"] = rows[key]["error"] or f"reference {reference_key[0]} [{reference_key[1]}] failed"
         return list(rows.values()), []
     subjects = [c for k, c in contestants.items() if c is not None and k != reference_key]
-    interleave(reference, subjects, setting.device, repeats)
+    interleave(reference, subjects, setting.device, settings.repeats)
     for key, contestant in contestants.items():
         if contestant is not None:
             _add_times(rows[key], contestant)
     speedups = _ratio_rows(rows, contestants, entries, modes)
-    if measure_memory:
+    if settings.memory:
         for key, workload in workloads.items():
             try:
                 rows[key]["peak_memory_bytes"] = memory.peak_bytes(workload, setting.device)

@@ -11,10 +11,27 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
-from attnzoo.bench.workload import timed
+import torch
+
+
+def sync(device: str) -> None:
+    """Wait for the device's queued work (a no-op on the CPU), so a timing covers what it ran."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], None], device: str, iterations: int = 1) -> float:
+    """Seconds per call of ``fn``, averaged over ``iterations`` back-to-back calls."""
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        fn()
+    sync(device)
+    return (time.perf_counter() - start) / iterations
 
 
 @dataclass

@@ -10,7 +10,6 @@ step stay eager, identical for every model.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,7 +21,6 @@ from attnzoo.compiling import compile_kwargs
 from attnzoo.registry import create_model
 
 EAGER = "eager"
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 TASKS = ("infer", "train")
 
@@ -45,11 +43,6 @@ class Setting:
         if self.freezing:
             parts.append("freezing")
         return ", ".join(parts)
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
 
 
 def _create(entry: Entry, num_classes: int, model_args: dict) -> nn.Module:
@@ -145,13 +138,3 @@ def make_workload(entry: Entry, mode: str, setting: Setting, num_classes: int, m
         optimizer.zero_grad(set_to_none=True)
 
     return Workload(step, model, optimizer)
-
-
-def timed(fn: Callable[[], None], device: str, iterations: int = 1) -> float:
-    """Seconds per call of ``fn``, averaged over ``iterations`` back-to-back calls."""
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(iterations):
-        fn()
-    sync(device)
-    return (time.perf_counter() - start) / iterations

@@ -15,7 +15,6 @@ class_names, ema} (the network's ``model.config`` in plain values): enough to re
 from __future__ import annotations
 
 import pickle
-from typing import Literal, get_args
 
 import lightning as L
 import torch
@@ -27,7 +26,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from attnzoo.attention import AttentionModule
-from attnzoo.compiling import compile_kwargs
+from attnzoo.compiling import COMPILE_MODES, CompileMode, compile_kwargs
 from attnzoo.errors import AttnzooError
 from attnzoo.preprocessing import Preprocessing
 from attnzoo.registry import config_of, create_model
@@ -35,8 +34,6 @@ from attnzoo.training.mixing import MixupCutmix
 from attnzoo.training.param_groups import NO_WEIGHT_DECAY_CHOICES, NoWeightDecay, parameter_groups
 from attnzoo.training.schedules import EpochSchedule
 from attnzoo.weights.retrofit import load_backbone_weights
-
-CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
 
 
 def paper_sgd(params) -> torch.optim.Optimizer:
@@ -73,8 +70,8 @@ class ImageClassifier(L.LightningModule):
         mixup_alpha, cutmix_alpha: Beta-distribution parameters; 0 turns each off.
         ema_decay: keep an exponential moving average of the weights with this decay (e.g. 0.9998), use it for
             validation, testing and prediction, and store it in checkpoints. None: off.
-        compile: False, True / "default", "reduce-overhead" or "max-autotune": ``torch.compile`` the inner network
-            in place (checkpoint keys stay clean).
+        compile: False, True / "default", "reduce-overhead", "max-autotune" or "max-autotune-no-cudagraphs":
+            ``torch.compile`` the inner network in place (checkpoint keys stay clean).
         channels_last: NHWC memory format for the network and its inputs (faster convolutions on recent GPUs).
         freeze_backbone_epochs: for the first N epochs, train only the attention modules (GCT's retrofit
             recipe: insert attention into a pretrained network, train it, then fine-tune everything).
@@ -175,10 +172,8 @@ class ImageClassifier(L.LightningModule):
             raise AttnzooError(f"ema_decay must be in (0, 1) or null, got {ema_decay}.")
         if freeze_backbone_epochs < 0 or top_k < 1:
             raise AttnzooError(f"freeze_backbone_epochs must be >= 0 and top_k >= 1, got {freeze_backbone_epochs}, {top_k}.")
-        if compile not in (True, False, *get_args(CompileMode)):
-            raise AttnzooError(
-                f"unknown compile mode {compile!r}. Accepted: false, true, {', '.join(get_args(CompileMode))}."
-            )
+        if compile not in (True, False, *COMPILE_MODES):
+            raise AttnzooError(f"unknown compile mode {compile!r}. Accepted: false, true, {', '.join(COMPILE_MODES)}.")
 
     @staticmethod
     def _build_model(model: str | nn.Module, num_classes: int | None, model_args: dict) -> nn.Module:
