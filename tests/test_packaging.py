@@ -1,25 +1,41 @@
-"""pyproject.toml lists the packages by hand (checkpoints/ is mapped in): no subpackage may be left out."""
+"""What `pip install` ships: every subpackage (found by setuptools) and the zoo's index of weights."""
 
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
-tomllib = pytest.importorskip("tomllib")  # Python 3.11+
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_every_subpackage_is_listed_and_the_index_ships():
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    on_disk = {
-        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "attnzoo").rglob("__init__.py")
-    } | {"attnzoo.checkpoints"}
-    assert set(config["packages"]) == on_disk
-    assert config["package-dir"]["attnzoo.checkpoints"] == "checkpoints"
-    assert (ROOT / "checkpoints" / "index.json").is_file()
-
-
-def test_the_index_is_found_where_pip_installs_it():
+def test_the_index_is_the_repositorys_checkpoints_folder_seen_from_the_package():
     from attnzoo.weights.index import INDEX_PATH
 
-    assert INDEX_PATH.is_file() and INDEX_PATH.name == "index.json"
+    assert INDEX_PATH.is_file() and INDEX_PATH.parent.parent == ROOT / "attnzoo"
+    assert INDEX_PATH.samefile(ROOT / "checkpoints" / "index.json")
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_every_subpackage_and_the_index(tmp_path):
+    pytest.importorskip("setuptools")
+    leftover = not (ROOT / "build").exists()  # setuptools builds in the source tree; tidy up what it adds
+    try:
+        build = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(ROOT), "-w",
+             str(tmp_path)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )
+    finally:
+        if leftover:
+            shutil.rmtree(ROOT / "build", ignore_errors=True)
+    assert build.returncode == 0, build.stdout + build.stderr
+    (wheel,) = tmp_path.glob("attnzoo-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    packages = {str(p.relative_to(ROOT)) for p in (ROOT / "attnzoo").rglob("__init__.py")}
+    assert packages <= names
+    assert {"attnzoo/checkpoints/index.json", "attnzoo/checkpoints/README.md"} <= names
+    from attnzoo import __version__
+
+    assert wheel.name.startswith(f"attnzoo-{__version__}-")

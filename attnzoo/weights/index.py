@@ -1,4 +1,4 @@
-"""The zoo's index of published weights: ``checkpoints/index.json`` (installed as ``attnzoo.checkpoints``) (schema in its README.md).
+"""The zoo's index of published weights: ``checkpoints/index.json`` (schema in its README.md).
 
 One record per weight, keyed by the name ``attnzoo.load(name)`` accepts. A record pins the Hub repo to a
 commit and gives the sha256 of its safetensors file, so ``load`` can refuse a file that is not the one the
@@ -10,7 +10,6 @@ own published weights; their records win over the shipped ones of the same name.
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import os
 import re
@@ -19,16 +18,8 @@ from pathlib import Path
 
 from attnzoo.errors import AttnzooError
 
-def _index_path() -> Path:
-    # Installed (wheel or editable): the package data `attnzoo.checkpoints`, mapped from the repository's
-    # top-level checkpoints/ by pyproject.toml. Run from a source tree without installing: that folder itself.
-    try:
-        return Path(str(importlib.resources.files("attnzoo.checkpoints") / "index.json"))
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parents[2] / "checkpoints" / "index.json"
-
-
-INDEX_PATH = _index_path()
+# The package data attnzoo/checkpoints/ (a link to the repository's top-level checkpoints/, see pyproject.toml).
+INDEX_PATH = Path(__file__).resolve().parents[1] / "checkpoints" / "index.json"
 INDEX_ENV = "ATTNZOO_CHECKPOINTS"
 INDEX_FORMAT_VERSION = 1
 
