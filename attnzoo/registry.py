@@ -65,7 +65,6 @@ class ModelSpec:
     backbone: str
     attention: str | None
     attention_kwargs: dict = field(default_factory=dict)
-    description: str = ""
 
     def stage_kwargs(self) -> dict[int, dict]:
         """Per-stage attention options of the released models."""
@@ -83,12 +82,12 @@ class ModelSpec:
 
 
 def _build_table() -> dict[str, ModelSpec]:
-    table = {name: ModelSpec(name, name, None, description=f"plain {name}") for name in BACKBONES}
+    table = {name: ModelSpec(name, name, None) for name in BACKBONES}
     for attn in attention_registry.list_attention():
         for backbone in BACKBONES:
             kwargs = {"groups": GAM_GROUPS[backbone]} if attn == "gam" and backbone in GAM_GROUPS else {}
             name = f"{attn}_{backbone}"
-            table[name] = ModelSpec(name, backbone, attn, kwargs, f"{backbone} with {attn}")
+            table[name] = ModelSpec(name, backbone, attn, kwargs)
     return table
 
 

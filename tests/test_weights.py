@@ -219,6 +219,24 @@ def test_export_refuses_a_checkpoint_that_does_not_name_its_model(tmp_path, make
         model_from_lightning_checkpoint(ckpt)
 
 
+@pytest.mark.parametrize("damage, use_ema, message", [
+    (lambda c: c.pop("state_dict"), None, "is not a Lightning checkpoint"),
+    (lambda c: c.update(state_dict={k[len("model."):]: v for k, v in c["state_dict"].items()}), None,
+     r"no network weights in its state_dict \(no model\.\* entries\)"),
+    (lambda c: c["attnzoo"].update(ema=True), None, "says it kept EMA weights"),
+    (lambda c: None, True, "has no EMA weights"),
+])
+def test_the_checkpoint_reader_refuses_what_it_cannot_trust(make_lightning_checkpoint, damage, use_ema, message):
+    from attnzoo.weights.lightning_checkpoint import model_from_lightning_checkpoint
+
+    ckpt, _ = make_lightning_checkpoint("r18")
+    checkpoint = torch.load(ckpt, weights_only=True)
+    damage(checkpoint)
+    torch.save(checkpoint, ckpt)
+    with pytest.raises(AttnzooError, match=message):
+        model_from_lightning_checkpoint(ckpt, use_ema=use_ema)
+
+
 class NotATensor:  # stands for any object a malicious pickle could ask to build
     pass
 

@@ -27,8 +27,6 @@ from attnzoo.errors import AttnzooError
 class EpochSchedule(LRScheduler):
     """A schedule given as ``factor(epoch)`` (epochs may be fractional) times the base learning rate."""
 
-    needs_max_epochs = False
-
     def __init__(self, optimizer: Optimizer, warmup_epochs: float, warmup_start_factor: float, last_epoch: int = -1):
         if warmup_epochs < 0 or not 0 <= warmup_start_factor <= 1:
             raise AttnzooError(
