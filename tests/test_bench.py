@@ -220,3 +220,22 @@ def test_timing_stands_on_its_own():
     source = (Path(__file__).resolve().parents[1] / "attnzoo" / "bench" / "timing.py").read_text()
     imported = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)}
     assert not any(m and m.startswith("attnzoo.bench") for m in imported)
+
+
+def test_make_docs_says_which_device_ran_and_keeps_the_hand_written_part(tiny_results, tmp_path):
+    spec = importlib.util.spec_from_file_location("make_docs", Path(__file__).resolve().parents[1] / "benchmarks"
+                                                  / "make_docs.py")
+    make_docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_docs)
+    write(tiny_results, tmp_path / "runs" / "cpu", plot=False)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "benchmarks.md").write_text(f"old tables\n\n{make_docs.KEEP_MARKER}\n\n## Design measurements\nkept\n")
+    make_docs.main(str(tmp_path / "runs"), str(docs))
+    page = (docs / "benchmarks.md").read_text()
+    assert "old tables" not in page and "No GPU was available" in page
+    assert page.endswith(f"{make_docs.KEEP_MARKER}\n\n## Design measurements\nkept\n")
+    on_gpu = {**tiny_results, "machine": {**tiny_results["machine"], "device": "cuda", "gpu": "NVIDIA H200"}}
+    write(on_gpu, tmp_path / "runs" / "cpu", plot=False)
+    page = make_docs.render(str(tmp_path / "runs"))
+    assert "No GPU" not in page and "GPU NVIDIA H200" in page

@@ -23,9 +23,9 @@ checkpoints expect) but applied to the pooled [B, C] vectors as matrix products 
 which dominated the channel gate's cost on the CPU. Both gates multiply x in passes compile fuses with the
 residual addition. Compiled training recomputes the channel-gated map x' in the backward pass from x and
 the saved channel gate (``apply_gate`` with ``recompute_for_backward``) instead of keeping it, one feature
-map per block: in one interleaved run (CPU, fp32, batch 8, 224x224) CBAM-R50's peak training memory was
-1.20x plain R50 with x' kept and 1.03x recomputed, its step 1.17x and 1.13x. The spatial gate's BatchNorm
-updates its running statistics once per step (tested).
+map per block: measured on CBAM-R50, that brings peak training memory close to plain R50's and does not slow
+the step (the run is in docs/benchmarks.md, "Design measurements"). The spatial gate's BatchNorm updates its
+running statistics once per step (tested).
 """
 
 from __future__ import annotations

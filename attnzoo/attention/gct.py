@@ -29,22 +29,20 @@ Implementation notes (same function as the paper, cheaper and safer):
 - Compiled training recomputes the gated copy x·g in the backward pass from x and the saved [B, C] gate
   (``apply_gate`` with ``recompute_for_backward``) instead of keeping it beside x for the following
   convolution's weight gradient: one multiply, against one extra feature map per convolution held until the
-  backward pass. Measured in one interleaved run each (CPU, fp32, batch 8, 224x224): GCT-MobileNetV2's peak
-  training memory is 0.88x plain MobileNetV2 with it and 1.02x without, at the same step time (1.35x plain);
-  GCT-R50 is at 0.92x plain R50's memory and a 1.05x step (1.24x memory when the copy was kept, in an
-  earlier run). Recomputing the whole module instead, statistics included, repeated their reduction pass in
-  the backward pass: step 1.42x (MobileNetV2) and 1.11x (R50) plain.
+  backward pass. Measured, it brings GCT's peak training memory from above plain to below it (ResNet-50 and
+  MobileNetV2), with MobileNetV2's step time unchanged. Recomputing the whole module instead, statistics
+  included, repeats their reduction pass in the backward pass and costs step time.
 - What remains of its cost is memory traffic: the gated copy must be written before every convolution
   (the convolutions are library calls that cannot take a per-channel input scale) and read by it. Folding
   the gate into per-sample 1x1 weights (a batched matmul) was measured and was not faster on the CPU, and it
   would give up the bitwise identity at initialisation.
-- In training most of it is in the backward pass. ``benchmarks/kernel_profile.py gct_mobilenetv2`` (CPU, fp32,
-  batch 8, 224x224, 3 interleaved steps) put inductor's fused backward kernels at 243 ms against plain
-  MobileNetV2's 121 ms, the forward kernels at 97 ms against 91 ms, and the convolutions unchanged. The
-  gradient ∂L/∂x = g·∂L/∂y + x·(∂L/∂s)/s needs the reduction Σ_hw x·∂L/∂y to finish before the preceding
-  BatchNorm's backward can start its own reductions over that gradient, so each gated map is read in one more
-  pass than in the plain network, and inductor keeps the gradient in a buffer between them. Raising
-  inductor's ``realize_reads_threshold`` (to inline that buffer) did not change the time.
+- In training most of it is in the backward pass: ``benchmarks/kernel_profile.py gct_mobilenetv2`` puts
+  inductor's fused backward kernels at about twice plain MobileNetV2's, the forward kernels barely above, and
+  the convolutions unchanged. The gradient ∂L/∂x = g·∂L/∂y + x·(∂L/∂s)/s needs the reduction Σ_hw x·∂L/∂y to
+  finish before the preceding BatchNorm's backward can start its own reductions over that gradient, so each
+  gated map is read in one more pass than in the plain network, and inductor keeps the gradient in a buffer
+  between them. Raising inductor's ``realize_reads_threshold`` (to inline that buffer) did not change the time.
+- The runs behind these conclusions are in docs/benchmarks.md ("Design measurements").
 """
 
 from __future__ import annotations

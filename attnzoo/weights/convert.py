@@ -65,8 +65,8 @@ class Release:
 
 GCT_STRIDE_NOTE = (
     "the official GCT-ResNet puts the stride of downsampling blocks in the first 1x1 conv; the converted model "
-    "is built with stride_in_1x1=True (attnzoo's default, torchvision's layout, strides in the 3x3 conv) so it "
-    "computes the function that was trained."
+    "is built with stride_in_1x1=True (attnzoo's default is False: torchvision's layout, strides in the 3x3 "
+    "conv) so it computes the function that was trained."
 )
 
 RELEASES: dict[str, Release] = {
