@@ -59,7 +59,8 @@ class ImageClassifier(L.LightningModule):
             ``backbone_weights`` ...).
         class_names: names of the classes, index order (given by the data module).
         preprocessing: input size, interpolation, crop fraction, mean and std the data was prepared with (given
-            by the data module; some keys or all); stored in the model's config and in checkpoints.
+            by the data module; a :class:`~attnzoo.preprocessing.Preprocessing` or a dict of some of its keys,
+            on top of the network's own); stored in the network's ``config`` and in checkpoints.
         optimizer: builds the optimizer from parameter groups; default SGD lr 0.1, momentum 0.9, wd 1e-4.
         lr_scheduler: builds the schedule from the optimizer (StepLR, ExponentialLR, WarmupCosineLR ...);
             attnzoo's epoch schedules (WarmupStepLR, WarmupCosineLR) are stepped every optimizer step, others
