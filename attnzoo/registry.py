@@ -287,7 +287,8 @@ class ModelConfig:
     def from_dict(cls, values: Mapping) -> ModelConfig:
         """The config of a config.json (or of a checkpoint's metadata): ``architecture``, ``num_classes``,
         ``model_args``, ``preprocessing``, ``label_names``. Other keys (metrics, source, ...) belong to the weights
-        format and are left to it."""
+        format and are left to it. Every reader of a saved model (``attnzoo.load``, the model card, the
+        checkpoint reader) comes through here, so this is the one place to check what a file may say."""
         if not isinstance(values, Mapping):
             raise AttnzooError(f"a model config must be a JSON object, got {type(values).__name__}.")
         missing = [key for key in ("architecture", "num_classes") if values.get(key) is None]
