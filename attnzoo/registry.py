@@ -6,6 +6,13 @@ A registered attention model is its backbone plus the attention with the default
 models (ECA's per-stage kernel sizes, GAM's grouped spatial convolutions on the deep ResNets). Anything can
 be overridden: ``create_model("eca_r50", attention_kwargs={"kernel_size": None})`` gives ECA's adaptive rule
 back, ``attention_stages=[3, 4]`` puts attention in the last two stages only.
+
+Dropout: ``eca_mobilenetv2`` is registered with ``drop_rate=0.25``, the dropout before the classifier of the
+official ECA-MobileNetV2 (BangguWu/ECANet) and of the paper's recipe; every other MobileNetV2 keeps
+torchvision's 0.2, since no released model of theirs says otherwise. Dropout changes nothing in eval mode,
+so converted weights compute the same either way; it is the registry's default so that fine-tuning
+``create_model("eca_mobilenetv2")`` or ``attnzoo.load`` of the release trains the network that was
+released. ``drop_rate=...`` overrides it.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from torch import nn
 
@@ -70,15 +77,18 @@ class ModelSpec:
     attention: str | None
     attention_kwargs: dict = field(default_factory=dict)
     description: str = ""
+    backbone_kwargs: dict = field(default_factory=dict)  # backbone options of the released model (drop_rate)
 
     def stage_kwargs(self) -> dict[int, dict]:
         """Per-stage attention options of the released models."""
         if self.attention != "eca":
             return {}
         if self.backbone == "mobilenetv2":
-            # Official ECA-MobileNetV2: k = 1 where the paper's table has c <= 96 (before any width
-            # multiplier), else 3 — so the 96-channel stage gets 1.
-            kernels = [1 if c <= 96 else 3 for _, c, _, _ in INVERTED_RESIDUAL_SETTING]
+            # Official ECA-MobileNetV2 (BangguWu/ECANet HEAD, models/eca_mobilenetv2.py): k = 1 where the
+            # paper's table has c < 96 (before any width multiplier), else 3. The released
+            # eca_mobilenetv2_k13 has k=3 in the 96-channel stage (features.11-13); the code's earlier
+            # `c <= 96` did not load it (fixed there in PR #32, reported in issue #22).
+            kernels = [1 if c < 96 else 3 for _, c, _, _ in INVERTED_RESIDUAL_SETTING]
         else:
             kernels = ECA_RESNET_KERNELS[self.backbone]
         return {stage: {"kernel_size": k} for stage, k in enumerate(kernels, start=1)}
@@ -91,6 +101,7 @@ def _build_table() -> dict[str, ModelSpec]:
             kwargs = {"groups": GAM_GROUPS[backbone]} if attn == "gam" and backbone in GAM_GROUPS else {}
             name = f"{attn}_{backbone}"
             table[name] = ModelSpec(name, backbone, attn, kwargs, f"{backbone} with {attn}")
+    table["eca_mobilenetv2"] = replace(table["eca_mobilenetv2"], backbone_kwargs={"drop_rate": 0.25})
     return table
 
 
@@ -146,7 +157,7 @@ def create_model(name: str, num_classes: int = 1000, backbone_weights: str | Non
         json.dumps(overrides)
     except TypeError as err:
         raise AttnzooError(f"model options must be plain values (numbers, strings, lists, dicts): {err}") from None
-    kwargs = {"num_classes": num_classes, **overrides}
+    kwargs = {"num_classes": num_classes, **spec.backbone_kwargs, **overrides}
     attention = overrides.get("attention", spec.attention)
     if attention is not None:
         user_kwargs = dict(overrides.get("attention_kwargs") or {})

@@ -60,13 +60,14 @@ def ecanet_resnet18(kernels=(3, 5, 7, 7)):
 
 
 def ecanet_mobilenetv2():
-    # models/eca_mobilenetv2.py: eca_layer is the last entry of InvertedResidual.conv; k = 1 if c <= 96 else 3.
+    # models/eca_mobilenetv2.py (HEAD): eca_layer is the last entry of InvertedResidual.conv; k = 1 if c < 96
+    # else 3 (the released eca_mobilenetv2_k13 has k=3 in features.11-13, the 96-channel stage).
     state = _plain("mobilenetv2")
     index = 1
     for t, c, n in [(1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3), (6, 160, 3), (6, 320, 1)]:
         for _ in range(n):
             position = 3 if t == 1 else 4
-            state[f"features.{index}.conv.{position}.conv.weight"] = _randn(1, 1, 1 if c <= 96 else 3)
+            state[f"features.{index}.conv.{position}.conv.weight"] = _randn(1, 1, 1 if c < 96 else 3)
             index += 1
     return state
 
@@ -144,6 +145,10 @@ def test_ecanet_mobilenetv2_converts(tmp_path):
     assert torch.equal(state["features.1.attn.conv.weight"], official["features.1.conv.3.conv.weight"])
     assert torch.equal(state["features.12.attn.conv.weight"], official["features.12.conv.4.conv.weight"])
     assert torch.equal(state["features.15.attn.conv.weight"], official["features.15.conv.4.conv.weight"])
+    assert state["features.11.attn.conv.weight"].shape == (1, 1, 3)
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    # the registry's kernels are the release's: nothing to override
+    assert "attention_stage_kwargs" not in config["model_args"] and "notes" not in config["source"]
 
 
 def test_cbam_converts_linear_mlp_into_1x1_convs(tmp_path):
