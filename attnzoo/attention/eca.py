@@ -19,6 +19,11 @@ Even kernels are refused: they would shift the gates by half a channel.
 Initialisation: PyTorch's default for the 1-D convolution, as in the official code (its weight init loop
 touches only 2-D convolutions).
 
+timm (tests/test_peers.py): ``timm.layers.EcaModule(None, kernel_size=k)`` equals ``ECA(C, kernel_size=k)``
+bitwise in float64. Given ``channels``, timm ignores ``kernel_size`` and applies the adaptive rule with a
+minimum of 3: the same kernels as ``kernel_size=None`` here from 8 channels on, 3 instead of 1 below. So
+timm's ResNet-50 with ``attn_layer='eca'`` has kernels 5, 5, 5, 7, not the released 3, 5, 5, 7.
+
 Placement: after the last BN of the residual branch, before the addition; in MobileNetV2 at the end of every
 inverted-residual branch (the official ECA-MobileNetV2).
 

@@ -18,6 +18,11 @@ together on the CPU. The gate [B, C, 1, 1] then multiplies x in one pass that co
 residual addition; the product keeps x's memory format, channels_last included.
 Not an identity at start: the gate begins near 0.5.
 
+timm (tests/test_peers.py): ``timm.layers.SEModule(C, rd_channels=C // 16)`` is the same function, with or
+without biases (max |diff| 4.4e-16 in float64, weights copied: the keys are the same). timm's default rounds
+the hidden width to a multiple of 8: the same for C = 256..2048 (ResNet-50, so timm's ``seresnet50`` has
+this SE), wider than the paper's for C = 32, 64, 96 (ResNet-18's first stage, MobileNetV2's early stages).
+
 Placement: after the last BN of the residual branch, before the addition (the paper's SE-ResNet module).
 """
 
