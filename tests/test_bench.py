@@ -87,6 +87,20 @@ def test_selection_globs_variants_and_the_added_plain_backbone():
         select(["*_vit"])
 
 
+@pytest.mark.skipif(importlib.util.find_spec("timm") is not None or importlib.util.find_spec("torchvision") is not None,
+                    reason="checks the venv without peers (the peers venv has tests/test_peers.py)")
+def test_without_timm_or_torchvision_no_peer_is_added_and_asking_for_one_is_one_clear_error():
+    groups = select(["r50", "se_r50"], peers=None)
+    assert [e.label for e in groups["r50"]] == ["r50", "se_r50"]
+    with pytest.raises(AttnzooError, match="'timm:seresnet50' needs timm, which is not installed here"):
+        select(["timm:seresnet50"])
+    with pytest.raises(AttnzooError, match="neither timm nor torchvision is installed"):
+        select(["r50"], peers=True)
+    with pytest.raises(AttnzooError, match="unknown torchvision peer 'torchvision:vgg16'. Accepted: torchvision:mobilenet_v2"):
+        select(["torchvision:vgg16"])
+    assert "timm" not in sys.modules and "torchvision" not in sys.modules
+
+
 def test_cli_bad_option_is_one_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "--models", "[r18]", "--compile", "[turbo]", "--out_dir", "null"])

@@ -20,6 +20,8 @@ import torch
 
 import attnzoo
 from attnzoo.attention import CBAM, ECA, SE, GlobalContext
+from attnzoo.bench import run
+from attnzoo.bench.selection import select
 from attnzoo.cli import main
 
 pytestmark = pytest.mark.peers
@@ -275,3 +277,52 @@ def test_timm_gc_defaults_are_another_function():
     assert not torch.equal(gca(x), x)  # timm zeroes only fc2.weight: not an identity at init
     print(f"PEER timm gca at init: max |y - x| {(gca(x) - x).abs().max().item():.2f} (attnzoo: 0)")
 
+
+
+# --- attnzoo bench with the peers installed ----------------------------------------------------------------
+
+
+def _make_docs():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "make_docs.py"
+    spec = importlib.util.spec_from_file_location("make_docs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_adds_the_installed_peers_and_times_each_against_its_zoo_equivalent(tmp_path):
+    _torchvision(), _timm_layers()
+    groups = select(["r18", "se_r18", "eca_r18@kernel_size=3"], peers=None)
+    labels = [e.label for e in groups["r18"]]
+    assert labels == ["r18", "se_r18", "eca_r18@kernel_size=3", "torchvision:resnet18", "timm:resnet18",
+                      "timm:seresnet18"]  # no peer for a variant
+    assert [e.label for e in select(["timm:resnet50+gca"])["r50"]] == ["r50", "gc_r50", "timm:resnet50+gca"]
+    results = run(models=["r18", "se_r18"], tasks=["infer", "train"], compile=["eager"], batch_sizes=[2],
+                  resolutions=[32], repeats=2, warmup=0, min_time=0.0, graph_breaks=False, num_classes=10,
+                  threads=1, log=None)
+    rows = {(r["model"], r["task"]): r for r in results["rows"]}
+    assert all(r["error"] is None for r in rows.values())
+    for task in ("infer", "train"):
+        assert rows[("timm:seresnet18", task)]["peer_of"] == "se_r18"
+        assert rows[("torchvision:resnet18", task)]["ratio_to_equivalent"]["median"] > 0
+        assert rows[("timm:resnet18", task)]["memory_ratio_to_equivalent"] > 0
+        assert "ratio_to_equivalent" not in rows[("se_r18", task)]
+    assert set(results["peer_versions"]) == {"timm", "torchvision"}
+    # the docs page's peer section: written into an existing page once, replaced (not repeated) on a rerun
+    from attnzoo.bench import write
+
+    write(results, tmp_path / "runs" / "peers-r18", plot=False)
+    make_docs = _make_docs()
+    page = tmp_path / "docs" / "benchmarks.md"
+    page.parent.mkdir()
+    page.write_text("# Benchmarks\n\n## r50\n\ntable\n\n## Plots\n\n![r50](benchmarks/r50.png)\n")
+    for _ in range(2):
+        make_docs.write_peers(str(tmp_path / "runs"), str(tmp_path / "docs"))
+    text = page.read_text()
+    assert text.count("## Peers: timm and torchvision (peers-r18)") == 1 and text.index("## Peers") < text.index("## Plots")
+    assert "| `timm:seresnet18` | `se_r18` | infer | eager |" in text and "rounded up to a multiple of 8" in text
+    # options for the zoo models (model_args) are not the peers' defaults: no peer is added by itself then
+    assert all(not e.is_peer for entries in select(["r18"], peers=False).values() for e in entries)

@@ -30,13 +30,15 @@ def bench_command(
     plot: bool = True,
     data_dir: str | None = None,
     data_workers: int = 16,
+    peers: bool | None = None,
 ) -> None:
     """Throughput, latency, peak memory, compile time and graph breaks; attention models also as a ratio to
     their plain backbone, timed interleaved with it in the same process.
 
     Args:
-        models: names, globs or variants, e.g. [r50, "*_r50", "gam_mobilenetv2@groups=2", timm:resnet50]
-            (timm peers only where timm is installed). Default: [r50, "*_r50"].
+        models: names, globs or variants, e.g. [r50, "*_r50", "gam_mobilenetv2@groups=2"], and timm /
+            torchvision peers such as timm:seresnet50 or torchvision:resnet50 (where installed; each is timed
+            beside its zoo equivalent). Default: [r50, "*_r50"].
         tasks: infer (forward under inference_mode) and/or train (forward, backward, SGD step). Default: both.
         compile: eager and/or torch.compile modes (default, reduce-overhead, max-autotune,
             max-autotune-no-cudagraphs); the first is the reference for speedups. Default: [default].
@@ -58,13 +60,17 @@ def bench_command(
         plot: write bench.png.
         data_dir: an ImageFolder root (train/ and val/): also measure the data pipeline's images/s.
         data_workers: data loader workers for that measurement.
+        peers: add timm's and torchvision's equivalents of the zoo models asked for (attnzoo.bench.peers),
+            each reported as a ratio to its zoo model. Default (null): those installed here, unless
+            model_args are given (a peer would not take them); true: refuse a run without timm or
+            torchvision; false: none.
     """
     swept = dict(models=models, tasks=tasks, compile=compile, batch_sizes=batch_sizes, resolutions=resolutions,
                  dtypes=dtypes, channels_last=channels_last)
     results = run(
         **{option: values for option, values in swept.items() if values is not None},  # else run()'s defaults
         device=device, freezing=freezing, warmup=warmup, repeats=repeats, min_time=min_time, measure_memory=memory,
-        graph_breaks=graph_breaks, num_classes=num_classes, model_args=model_args, threads=threads,
+        graph_breaks=graph_breaks, num_classes=num_classes, model_args=model_args, threads=threads, peers=peers,
     )
     if data_dir is not None:
         from attnzoo.bench.data_pipeline import throughput

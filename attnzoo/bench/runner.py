@@ -68,6 +68,7 @@ def _row(entry: Entry, mode: str, setting: Setting) -> dict:
         "model": entry.label,
         "backbone": entry.backbone,
         "attention": entry.attention,
+        "peer_of": entry.peer_of,
         "compile": mode,
         "device": setting.device,
         "dtype": setting.dtype,
@@ -106,6 +107,11 @@ def _ratio_rows(rows: dict, contestants: dict, entries: list[Entry], modes: list
             continue
         ratios = [a / p for a, p in zip(contestant.ratios, reference.ratios)]
         rows[(label, mode)]["ratio_to_plain"] = summary(ratios)
+        peer_of = rows[(label, mode)]["peer_of"]
+        equivalent = contestants.get((peer_of, mode)) if peer_of else None
+        if equivalent is not None:  # both timed against the same plain timings, round by round
+            rows[(label, mode)]["ratio_to_equivalent"] = summary(
+                [a / e for a, e in zip(contestant.ratios, equivalent.ratios)])
         first = contestants.get((label, modes[0]))
         if mode != modes[0] and first is not None:
             per_round = [f / c for f, c in zip(first.ratios, contestant.ratios)]
@@ -121,6 +127,9 @@ def _memory_ratios(rows: dict, entries: list[Entry]) -> None:
         reference = rows.get((plain, mode), {}).get("peak_memory_bytes")
         if row.get("peak_memory_bytes") and reference:
             row["memory_ratio_to_plain"] = row["peak_memory_bytes"] / reference
+        equivalent = rows.get((row["peer_of"], mode), {}).get("peak_memory_bytes") if row["peer_of"] else None
+        if row.get("peak_memory_bytes") and equivalent:
+            row["memory_ratio_to_equivalent"] = row["peak_memory_bytes"] / equivalent
 
 
 def run(
@@ -141,13 +150,16 @@ def run(
     num_classes: int = 1000,
     model_args: dict | None = None,
     threads: int | None = None,
+    peers: bool | None = None,
     log=print,
 ) -> dict:
     """Benchmark ``models`` (each attention model against its plain backbone); returns the results as a dict.
 
     See :func:`attnzoo.bench.command.bench_command` for the meaning of each option.
     """
-    groups = select(models)
+    if peers is None and model_args:
+        peers = False  # a peer has its library's defaults, not these options: it would not be an equivalent
+    groups = select(models, peers=peers)
     tasks = _check_choice("tasks", tasks, TASKS)
     modes = _check_choice("compile", compile, (EAGER, *COMPILE_MODES))
     dtypes = _check_choice("dtypes", dtypes, tuple(DTYPES))
@@ -168,7 +180,7 @@ def run(
             "models": list(models) if not isinstance(models, str) else [models], "tasks": tasks, "compile": modes,
             "batch_sizes": batch_sizes, "resolutions": resolutions, "dtypes": dtypes, "channels_last": layouts,
             "device": device, "freezing": freezing, "warmup": warmup, "repeats": repeats, "min_time": min_time,
-            "num_classes": num_classes, "model_args": model_args,
+            "num_classes": num_classes, "model_args": model_args, "peers": peers,
         },
         "memory_method": memory.method(device) if measure_memory else None,
         "graph_breaks": {},
@@ -176,10 +188,14 @@ def run(
         "speedups": [],
     }
     all_entries = [e for entries in groups.values() for e in entries]
+    peer_entries = [e.label for e in all_entries if e.is_peer]
+    result["peer_versions"] = _peer_versions(all_entries)
+    if peer_entries:
+        log(f"peers (each timed beside its zoo equivalent): {', '.join(peer_entries)}")
 
     if graph_breaks:  # first: explain() resets dynamo, which would drop the compiled models
         for entry in all_entries:
-            if entry.attention == "timm":
+            if entry.is_peer:  # the zoo's promise, not the peers'
                 continue
             try:
                 counts = graph_break_check.count(entry, num_classes, model_args, device=device)
@@ -197,6 +213,19 @@ def run(
                 result["rows"] += result_rows
                 result["speedups"] += speedups
     return result
+
+
+def _peer_versions(entries: list[Entry]) -> dict[str, str]:
+    """The versions of the peer libraries in the run (they are imported only when a peer is in it)."""
+    import importlib.metadata
+
+    versions = {}
+    for library in sorted({e.attention for e in entries if e.is_peer}):
+        try:
+            versions[library] = importlib.metadata.version(library)
+        except importlib.metadata.PackageNotFoundError:
+            versions[library] = "unknown"
+    return versions
 
 
 def _measure_setting(entries, modes, setting, num_classes, model_args, warmup, repeats, min_time, measure_memory, log):
@@ -242,8 +271,10 @@ def _measure_setting(entries, modes, setting, num_classes, model_args, warmup, r
         if row.get("ratio_to_plain"):
             r = row["ratio_to_plain"]
             mem = row.get("memory_ratio_to_plain")
+            eq = row.get("ratio_to_equivalent")
             log(f"   {key[0]:<28} [{key[1]}] {1e3 * row['latency_s']['median']:9.1f} ms  x{r['median']:.3f} plain"
-                f" [{r['min']:.3f}-{r['max']:.3f}]" + (f"  mem x{mem:.3f}" if mem else ""))
+                f" [{r['min']:.3f}-{r['max']:.3f}]" + (f"  mem x{mem:.3f}" if mem else "")
+                + (f"  x{eq['median']:.3f} {row['peer_of']}" if eq else ""))
     del workloads, contestants
     gc.collect()
     return list(rows.values()), speedups
