@@ -226,6 +226,21 @@ def test_senet_file_with_biases_keeps_them(tmp_path):
     assert torch.equal(state["layer4.2.attn.fc1.weight"].flatten(1), official["layer4.2.se.fc.0.weight"])
 
 
+def test_senet_reduction_is_read_from_the_file_and_uneven_widths_are_refused():
+    from attnzoo.weights.convert import convert_state_dict
+
+    state = _plain("r18", 1000)
+    for block, channels in _blocks(state):
+        state[f"{block}.se.fc.0.weight"] = _randn(channels // 8, channels)
+        state[f"{block}.se.fc.2.weight"] = _randn(channels, channels // 8)
+    model, _ = convert_state_dict("senet", state, "se_r18")
+    assert model.attnzoo_config["model_args"] == {"attention_kwargs": {"bias": False, "reduction": 8}}
+    assert model.layer1[0].attn.fc1.out_channels == 8
+    state["layer4.1.se.fc.0.weight"], state["layer4.1.se.fc.2.weight"] = _randn(32, 512), _randn(512, 32)
+    with pytest.raises(AttnzooError, match="do not follow one reduction"):
+        convert_state_dict("senet", state, "se_r18")
+
+
 @pytest.mark.parametrize("ratio", [1 / 16, 1 / 4], ids=["r16", "r4"])
 def test_gcnet_backbone_converts_with_gc_in_stages_2_to_4_and_a_fresh_head(tmp_path, capsys, ratio):
     official = {k: v.double() if v.is_floating_point() else v for k, v in gcnet_mask_rcnn_r50(ratio).items()}

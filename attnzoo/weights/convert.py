@@ -202,17 +202,18 @@ def _se_options(mapped: dict[str, torch.Tensor], source: str) -> tuple[dict, lis
     if not first:
         raise AttnzooError(f"{source} has no SE layers (`layerX.Y.se.fc.0.weight`); is it an SE-ResNet of "
                            "moskomule/senet.pytorch?")
-    reductions = {int(w.shape[1]) // int(w.shape[0]) for w in first.values()}
-    fitting = [r for r in sorted(reductions) if all(int(w.shape[0]) == int(w.shape[1]) // r for w in first.values())]
-    if len(reductions) != 1 or not fitting:
-        raise AttnzooError(f"{source}: the SE layers' widths do not follow one reduction (found C // hidden = "
-                           f"{sorted(reductions)}); attnzoo's SE uses hidden = C // reduction.")
+    widths = {(int(w.shape[0]), int(w.shape[1])) for w in first.values()}  # (hidden, channels)
+    reductions = {channels // hidden for hidden, channels in widths}
+    reduction = min(reductions)
+    if len(reductions) != 1 or any(hidden != channels // reduction for hidden, channels in widths):
+        raise AttnzooError(f"{source}: the SE layers' widths (hidden, channels) {sorted(widths)} do not follow one "
+                           "reduction; attnzoo's SE uses hidden = channels // reduction.")
     options, notes = {}, []
     if not _attention_blocks(mapped, "fc1.bias"):
         options["bias"] = False
         notes.append("the release's SE layers have no biases (nn.Linear(bias=False)): SE is built with bias=False.")
-    if fitting[0] != 16:
-        options["reduction"] = fitting[0]
+    if reduction != 16:
+        options["reduction"] = reduction
     return ({"attention_kwargs": options} if options else {}), notes
 
 
