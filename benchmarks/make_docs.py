@@ -133,7 +133,10 @@ def peer_section(runs: list[tuple[str, dict]]) -> list[str]:
             f"{config['batch_sizes']}, resolution {config['resolutions']}, {config['repeats']} interleaved rounds.",
             "",
             "Each peer is timed in the same rounds as the attnzoo model it equals; `peer / attnzoo` is the ratio of "
-            "their times per round (median, min-max), memory likewise. Below 1.000 the peer is faster.",
+            "their times per round (median, min-max), memory likewise. Below 1.000 the peer is faster. "
+            "torchvision's and timm's plain ResNets and torchvision's MobileNetV2 compute the same function as "
+            "attnzoo's plain networks (bitwise, tests/test_peers.py): how far their ratios are from 1.000 is "
+            "this run's noise, and smaller differences elsewhere cannot be told apart from it.",
             "",
             "| peer | attnzoo model | task | mode | peer ms | attnzoo ms | peer / attnzoo time | peer / attnzoo memory | how the peer differs |",
             "|---|---|---|---|---:|---:|---:|---:|---|",
