@@ -11,6 +11,13 @@ A model's identity is its :class:`ModelConfig` (``model.config``): the name and 
 attention those resolve to, its preprocessing and class names. ``to_dict``/``from_dict`` are the model part of
 a weight's config.json. Loading pretrained backbone weights is the public facade's part
 (``attnzoo.create_model(..., backbone_weights=...)``); the registry only builds.
+
+Dropout: ``eca_mobilenetv2`` is registered with ``drop_rate=0.25``, the dropout before the classifier of the
+official ECA-MobileNetV2 (BangguWu/ECANet) and of the paper's recipe; every other MobileNetV2 keeps
+torchvision's 0.2, since no released model of theirs says otherwise. Dropout changes nothing in eval mode,
+so converted weights compute the same either way; it is the registry's default so that fine-tuning
+``create_model("eca_mobilenetv2")`` or ``attnzoo.load`` of the release trains the network that was
+released. ``drop_rate=...`` overrides it.
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ class ModelSpec:
     backbone: str
     attention: str | None
     attention_kwargs: dict = field(default_factory=dict)
+    backbone_kwargs: dict = field(default_factory=dict)  # backbone options of the released model (drop_rate)
 
     def stage_kwargs(self) -> dict[int, dict]:
         """Per-stage attention options of the released models."""
@@ -73,9 +81,11 @@ class ModelSpec:
         cls, fixed = BACKBONES[self.backbone]
         block_stages = [stage for stage in cls.stage_layout(**fixed) if stage.blocks]
         if self.backbone == "mobilenetv2":
-            # Official ECA-MobileNetV2: k = 1 where the paper's table has c <= 96 (the layout at width 1.0,
-            # whatever the width multiplier), else 3 — so the 96-channel stage gets 1.
-            kernels = [1 if stage.channels <= 96 else 3 for stage in block_stages]
+            # Official ECA-MobileNetV2 (BangguWu/ECANet HEAD, models/eca_mobilenetv2.py): k = 1 where the
+            # paper's table has c < 96 (the layout at width 1.0, whatever the width multiplier), else 3. The
+            # released eca_mobilenetv2_k13 has k=3 in the 96-channel stage (features.11-13); the code's earlier
+            # `c <= 96` did not load it (fixed there in PR #32, reported in issue #22).
+            kernels = [1 if stage.channels < 96 else 3 for stage in block_stages]
         else:
             kernels = ECA_RESNET_KERNELS[self.backbone]
         return {stage.index: {"kernel_size": k} for stage, k in zip(block_stages, kernels, strict=True)}
@@ -88,6 +98,7 @@ def _build_table() -> dict[str, ModelSpec]:
             kwargs = {"groups": GAM_GROUPS[backbone]} if attn == "gam" and backbone in GAM_GROUPS else {}
             name = f"{attn}_{backbone}"
             table[name] = ModelSpec(name, backbone, attn, kwargs)
+    table["eca_mobilenetv2"] = dataclasses.replace(table["eca_mobilenetv2"], backbone_kwargs={"drop_rate": 0.25})
     return table
 
 
@@ -324,7 +335,7 @@ class ModelConfig:
 
     def backbone_kwargs(self) -> dict:
         """The keyword arguments of the backbone's constructor, besides the registry's fixed ones."""
-        kwargs = {"num_classes": self.num_classes}
+        kwargs = {"num_classes": self.num_classes, **get_spec(self.architecture).backbone_kwargs}
         kwargs.update({k: v for k, v in _thaw(self.model_args).items() if not k.startswith("attention")})
         if self.attention is not None:
             kwargs.update(attention=self.attention, attention_kwargs=_thaw(self.attention_kwargs),

@@ -1,9 +1,13 @@
 """Generate docs/benchmarks.md from the bench.json files of a run (see benchmarks/cpu_focused.sh).
 
     python benchmarks/make_docs.py bench-out/cpu docs     # writes docs/benchmarks.md and docs/benchmarks/*.png
+    python benchmarks/make_docs.py --peers bench-out/peers docs   # only the page's peer section
 
 Every number in the page comes from the JSON; the goals of issue 5 are checked here, not by hand. The page
 ends with a hand-written part (one-off design measurements, below :data:`KEEP_MARKER`), which is kept as it is.
+The peer section (timm and torchvision beside the zoo models they equal) comes from a run in another venv,
+since they cannot be installed beside the zoo's CPU torch: ``--peers`` rewrites only that section, and a
+full regeneration from runs without peers keeps the section the page already has.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ TIME_GOALS = {"eca": 1.05, "se": 1.05, "gc": 1.05, "gct": 1.10, "cbam": 1.10, "g
 MEMORY_GOAL = 1.10
 SPEEDUP_GOAL = 1.3
 KEEP_MARKER = "<!-- hand-written from here on: benchmarks/make_docs.py keeps this part when it regenerates the page -->"
+PEERS_START, PEERS_END = "<!-- peers:start -->", "<!-- peers:end -->"
 
 
 def load(root: Path) -> list[tuple[str, dict]]:
@@ -101,6 +106,56 @@ def goals(runs: list[tuple[str, dict]]) -> list[str]:
     return lines
 
 
+def _peer_note(label: str) -> str:
+    try:
+        from attnzoo.bench.peers import PEERS
+    except ImportError:  # the page can be rendered without attnzoo installed
+        return ""
+    return PEERS[label].note if label in PEERS else ""
+
+
+def peer_section(runs: list[tuple[str, dict]]) -> list[str]:
+    """The peers of every run that has some: their time and memory over the zoo model they equal."""
+    out = []
+    for name, results in runs:
+        rows = [r for r in results["rows"] if r.get("peer_of")]
+        if not rows:
+            continue
+        m, config = results["machine"], results["config"]
+        versions = ", ".join(f"{lib} {v}" for lib, v in sorted(results.get("peer_versions", {}).items()))
+        by_key = {(r["model"], r["compile"], r["task"], r["batch"], r["resolution"]): r for r in results["rows"]}
+        out += [
+            f"## Peers: timm and torchvision ({name})",
+            "",
+            f"`{m['command']}`",
+            "",
+            f"Run {m['date']}{', commit ' + m['git_commit'] if m.get('git_commit') else ''}, in a venv with torch "
+            f"{m['torch']}, {versions} (the peers cannot be installed beside the zoo's CPU torch). {m['cpu']}, "
+            f"{m['cpu_cores']} shared cores, torch threads {m['torch_threads']}; dtypes {config['dtypes']}, batch "
+            f"{config['batch_sizes']}, resolution {config['resolutions']}, {config['repeats']} interleaved rounds.",
+            "",
+            "Each peer is timed in the same rounds as the attnzoo model it equals; `peer / attnzoo` is the ratio of "
+            "their times per round (median, min-max), memory likewise. Below 1.000 the peer is faster. "
+            "torchvision's and timm's plain ResNets and torchvision's MobileNetV2 compute the same function as "
+            "attnzoo's plain networks (bitwise, tests/test_peers.py): how far their ratios are from 1.000 is "
+            "this run's noise, and smaller differences elsewhere cannot be told apart from it.",
+            "",
+            "| peer | attnzoo model | task | mode | peer ms | attnzoo ms | peer / attnzoo time | peer / attnzoo memory | how the peer differs |",
+            "|---|---|---|---|---:|---:|---:|---:|---|",
+        ]
+        for row in rows:
+            zoo = by_key.get((row["peer_of"], row["compile"], row["task"], row["batch"], row["resolution"]), {})
+            ms = lambda r: "-" if not r.get("latency_s") else f"{1e3 * r['latency_s']['median']:.1f}"  # noqa: E731
+            mem = row.get("memory_ratio_to_equivalent")
+            error = row.get("error")
+            out.append(
+                f"| `{row['model']}` | `{row['peer_of']}` | {row['task']} | {row['compile']} | {ms(row)} | {ms(zoo)} | "
+                f"{ratio(row.get('ratio_to_equivalent'))} | {'-' if mem is None else f'{mem:.3f}'} | "
+                f"{_peer_note(row['model']) or '-'} |" + (f" error: {error}" if error else ""))
+        out.append("")
+    return [PEERS_START, *out, PEERS_END] if out else []
+
+
 def render(root: str) -> str:
     runs = load(Path(root))
     machine = runs[0][1]["machine"]
@@ -151,6 +206,7 @@ def render(root: str) -> str:
             out += [f"- `{s['model']}` {s['task']}: {s['mode']} vs {s['baseline_mode']} = {s['speedup']['median']:.2f}x "
                     f"({s['speedup']['min']:.2f}-{s['speedup']['max']:.2f})" for s in results["speedups"]]
             out.append("")
+    out += peer_section(runs)
     pngs = [p for p in sorted(Path(root).glob("*/bench.png")) if p.stat().st_size < 200_000]
     if pngs:
         out += ["## Plots", ""]
@@ -159,20 +215,50 @@ def render(root: str) -> str:
     return "\n".join(out)
 
 
+def _region(page: str) -> str | None:
+    if PEERS_START in page and PEERS_END in page:
+        return page[page.index(PEERS_START): page.index(PEERS_END) + len(PEERS_END)]
+    return None
+
+
+def write_peers(root: str, docs: str) -> None:
+    """Replace (or add) only the peer section of docs/benchmarks.md."""
+    section = "\n".join(peer_section(load(Path(root))))
+    if not section:
+        raise SystemExit(f"no run under {root} has timm or torchvision peers")
+    page_path = Path(docs) / "benchmarks.md"
+    page = page_path.read_text() if page_path.is_file() else "# Benchmarks\n"
+    old = _region(page)
+    if old is not None:
+        page = page.replace(old, section)
+    elif "\n## Plots" in page:
+        page = page.replace("\n## Plots", f"\n{section}\n\n## Plots", 1)
+    else:
+        page = page.rstrip("\n") + "\n\n" + section + "\n"
+    page_path.write_text(page)
+
+
 def main(root: str, docs: str) -> None:
-    page = render(root)
     docs_dir = Path(docs)
+    target = docs_dir / "benchmarks.md"
+    previous = target.read_text() if target.exists() else ""
+    page = render(root)
+    peers = _region(previous)
+    if peers is not None and _region(page) is None:  # the peers came from another venv's run: keep them
+        page = page.replace("\n## Plots", f"\n{peers}\n\n## Plots", 1) if "\n## Plots" in page else page + "\n" + peers
     (docs_dir / "benchmarks").mkdir(parents=True, exist_ok=True)
     for png in sorted(Path(root).glob("*/bench.png")):
         if png.stat().st_size < 200_000:  # the repository keeps small pictures only
             shutil.copyfile(png, docs_dir / "benchmarks" / f"{png.parent.name}.png")
-    target = docs_dir / "benchmarks.md"
-    previous = target.read_text() if target.exists() else ""
     kept = previous[previous.index(KEEP_MARKER):] if KEEP_MARKER in previous else ""
     target.write_text(page + "\n" + (f"\n{kept}" if kept else ""))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        raise SystemExit("usage: python benchmarks/make_docs.py RUN_DIR DOCS_DIR")
-    main(sys.argv[1], sys.argv[2])
+    args = sys.argv[1:]
+    peers_only = args[:1] == ["--peers"]
+    if peers_only:
+        args = args[1:]
+    if len(args) != 2:
+        raise SystemExit("usage: python benchmarks/make_docs.py [--peers] RUN_DIR DOCS_DIR")
+    (write_peers if peers_only else main)(*args)

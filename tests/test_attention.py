@@ -50,6 +50,8 @@ def se_reference(x, m):
     s = gap(x)
     w1, b1 = m.fc1.weight.flatten(1), m.fc1.bias
     w2, b2 = m.fc2.weight.flatten(1), m.fc2.bias
+    if b1 is None:  # bias=False (the moskomule/senet.pytorch port)
+        b1, b2 = torch.zeros(w1.shape[0], dtype=x.dtype), torch.zeros(w2.shape[0], dtype=x.dtype)
     g = torch.sigmoid(torch.relu(s @ w1.T + b1) @ w2.T + b2)
     return x * g[:, :, None, None]
 
@@ -149,6 +151,7 @@ def gam_reference(x, m):
 
 CASES = [
     ("se", lambda: SE(32, reduction=4), se_reference),
+    ("se-no-bias", lambda: SE(32, reduction=4, bias=False), se_reference),
     ("eca", lambda: ECA(32, kernel_size=5), eca_reference),
     ("gct-l2", lambda: GCT(32), gct_reference),
     ("gct-l1", lambda: GCT(32, mode="l1"), gct_reference),

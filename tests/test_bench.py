@@ -61,6 +61,21 @@ def test_outputs_table_json_csv_png(tiny_results, tmp_path):
         assert image.format == "PNG" and image.width > 500 and image.height > 100
 
 
+def test_docs_page_regenerated_from_runs_without_peers_keeps_its_peer_section(tiny_results, tmp_path):
+    # the peer table comes from a run in the peers venv; regenerating the page from this venv's runs keeps it
+    spec = importlib.util.spec_from_file_location("make_docs", Path(__file__).parent.parent / "benchmarks" / "make_docs.py")
+    make_docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_docs)
+    write(tiny_results, tmp_path / "runs" / "tiny", plot=False)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    section = f"{make_docs.PEERS_START}\n## Peers: timm and torchvision (earlier)\n\n| table |\n{make_docs.PEERS_END}"
+    (docs / "benchmarks.md").write_text(f"# Benchmarks\n\nold text\n\n{section}\n")
+    make_docs.main(str(tmp_path / "runs"), str(docs))
+    page = (docs / "benchmarks.md").read_text()
+    assert "old text" not in page and "## tiny" in page and page.count(section) == 1
+
+
 def test_peak_memory_counts_state_and_the_step():
     setting = Setting("cpu", "fp32", False, "train", 2, 32)
     workload = make_workload(select("r18")["r18"][0], "eager", setting, 10, {})
@@ -85,6 +100,20 @@ def test_selection_globs_variants_and_the_added_plain_backbone():
         select(["r18@groups=2"])
     with pytest.raises(AttnzooError, match="no model matches"):
         select(["*_vit"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("timm") is not None or importlib.util.find_spec("torchvision") is not None,
+                    reason="checks the venv without peers (the peers venv has tests/test_peers.py)")
+def test_without_timm_or_torchvision_no_peer_is_added_and_asking_for_one_is_one_clear_error():
+    groups = select(["r50", "se_r50"], peers=None)
+    assert [e.label for e in groups["r50"]] == ["r50", "se_r50"]
+    with pytest.raises(AttnzooError, match="'timm:seresnet50' needs timm, which is not installed here"):
+        select(["timm:seresnet50"])
+    with pytest.raises(AttnzooError, match="neither timm nor torchvision is installed"):
+        select(["r50"], peers=True)
+    with pytest.raises(AttnzooError, match="unknown torchvision peer 'torchvision:vgg16'. Accepted: torchvision:mobilenet_v2"):
+        select(["torchvision:vgg16"])
+    assert "timm" not in sys.modules and "torchvision" not in sys.modules
 
 
 def test_cli_bad_option_is_one_line(capsys):

@@ -12,6 +12,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import attnzoo
 from attnzoo.cli import main
@@ -60,13 +61,14 @@ def ecanet_resnet18(kernels=(3, 5, 7, 7)):
 
 
 def ecanet_mobilenetv2():
-    # models/eca_mobilenetv2.py: eca_layer is the last entry of InvertedResidual.conv; k = 1 if c <= 96 else 3.
+    # models/eca_mobilenetv2.py (HEAD): eca_layer is the last entry of InvertedResidual.conv; k = 1 if c < 96
+    # else 3 (the released eca_mobilenetv2_k13 has k=3 in features.11-13, the 96-channel stage).
     state = _plain("mobilenetv2")
     index = 1
     for t, c, n in [(1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3), (6, 160, 3), (6, 320, 1)]:
         for _ in range(n):
             position = 3 if t == 1 else 4
-            state[f"features.{index}.conv.{position}.conv.weight"] = _randn(1, 1, 1 if c <= 96 else 3)
+            state[f"features.{index}.conv.{position}.conv.weight"] = _randn(1, 1, 1 if c < 96 else 3)
             index += 1
     return state
 
@@ -122,6 +124,178 @@ def gct_resnet50():
     return state
 
 
+def senet_resnet50(bias=False):
+    # moskomule/senet.pytorch senet/se_resnet.py + se_module.py: torchvision's ResNet with SEBottleneck;
+    # self.se = SELayer(planes * 4, reduction=16): fc = Sequential(Linear(C, C // 16, bias=False), ReLU,
+    # Linear(C // 16, C, bias=False), Sigmoid). The release (seresnet50-*.pkl) is a bare state dict.
+    state = _plain("r50", 1000)
+    for block, channels in _blocks(state):
+        state[f"{block}.se.fc.0.weight"] = _randn(channels // 16, channels) * 0.3
+        state[f"{block}.se.fc.2.weight"] = _randn(channels, channels // 16) * 0.3
+        if bias:
+            state[f"{block}.se.fc.0.bias"] = _randn(channels // 16) * 0.3
+            state[f"{block}.se.fc.2.bias"] = _randn(channels) * 0.3
+    return state
+
+
+def gcnet_mask_rcnn_r50(ratio=1 / 16, stages=(2, 3, 4)):
+    # xvjiarui/GCNet (mmdetection) mmdet/models/backbones/resnet.py: BN named bn1..bn3, shortcut
+    # downsample.{0,1}, no fc; with gcb: self.context_block = ContextBlock(inplanes=planes * 4, ratio) in the
+    # stages of stage_with_gcb=(False, True, True, True) ("c3-c5"). ContextBlock: conv_mask (C -> 1, bias),
+    # channel_add_conv = Sequential(Conv2d(C, P), LayerNorm([P, 1, 1]), ReLU, Conv2d(P, C)), P = int(C * ratio).
+    # The detector's state dict has the backbone under `backbone.` beside the neck and the heads; mmcv saves
+    # {"meta": ..., "state_dict": ..., "optimizer": ...}.
+    plain = {k: v for k, v in _plain("r50", 1000).items() if not k.startswith("fc.")}
+    state = {f"backbone.{k}": v for k, v in plain.items()}
+    for block, channels in _blocks(plain):
+        if int(block[5]) not in stages:
+            continue
+        hidden, gcb = int(channels * ratio), f"backbone.{block}.context_block"
+        state[f"{gcb}.conv_mask.weight"] = _randn(1, channels, 1, 1) * 0.1
+        state[f"{gcb}.conv_mask.bias"] = _randn(1)
+        state[f"{gcb}.channel_add_conv.0.weight"] = _randn(hidden, channels, 1, 1) * 0.1
+        state[f"{gcb}.channel_add_conv.0.bias"] = _randn(hidden) * 0.1
+        state[f"{gcb}.channel_add_conv.1.weight"] = 1 + 0.1 * _randn(hidden, 1, 1)
+        state[f"{gcb}.channel_add_conv.1.bias"] = 0.1 * _randn(hidden, 1, 1)
+        state[f"{gcb}.channel_add_conv.3.weight"] = _randn(channels, hidden, 1, 1) * 0.1
+        state[f"{gcb}.channel_add_conv.3.bias"] = _randn(channels) * 0.1
+    state["neck.lateral_convs.0.conv.weight"] = _randn(256, 256, 1, 1)
+    state["neck.lateral_convs.0.conv.bias"] = _randn(256)
+    state["rpn_head.rpn_conv.weight"] = _randn(256, 256, 3, 3)
+    state["bbox_head.fc_cls.weight"] = _randn(81, 1024)
+    state["bbox_head.fc_cls.bias"] = _randn(81)
+    return state
+
+
+def reference_resnet_features(state, x, layers, attention, prefix=""):
+    """torchvision's ResNet (strides in the 3x3 convs), written out with torch.nn.functional from a state dict
+    in its names, with ``attention(block, branch)`` applied to each residual branch before the addition."""
+    def conv(name, t, stride=1, padding=0):
+        return F.conv2d(t, state[f"{prefix}{name}.weight"], stride=stride, padding=padding)
+
+    def bn(name, t):
+        p = f"{prefix}{name}."
+        return F.batch_norm(t, state[p + "running_mean"], state[p + "running_var"], state[p + "weight"],
+                            state[p + "bias"], False, 0.0, 1e-5)
+
+    out = F.max_pool2d(F.relu(bn("bn1", conv("conv1", x, 2, 3))), 3, 2, 1)
+    for stage, blocks in enumerate(layers, start=1):
+        for index in range(blocks):
+            b, stride = f"layer{stage}.{index}", 2 if index == 0 and stage > 1 else 1
+            h = F.relu(bn(f"{b}.bn1", conv(f"{b}.conv1", out)))
+            h = F.relu(bn(f"{b}.bn2", conv(f"{b}.conv2", h, stride, 1)))
+            h = attention(b, bn(f"{b}.bn3", conv(f"{b}.conv3", h)))
+            shortcut = f"{b}.downsample.0"
+            identity = bn(f"{b}.downsample.1", conv(shortcut, out, stride)) if f"{prefix}{shortcut}.weight" in state else out
+            out = F.relu(h + identity)
+    return out
+
+
+def test_senet_port_converts_without_biases_and_computes_what_the_port_computes(tmp_path, capsys):
+    official = {k: v.double() if v.is_floating_point() else v for k, v in senet_resnet50().items()}
+    path = tmp_path / "seresnet50-60a8950a85b2b.pkl"
+    torch.save(official, path)
+    main(["convert", "--from", "senet", str(path), "--model", "se_r50", "--out", str(tmp_path / "out")])
+    assert "bias=False" in capsys.readouterr().out
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["model_args"] == {"attention_kwargs": {"bias": False}}
+    model = attnzoo.load(str(tmp_path / "out")).double()
+    assert model.layer3[2].attn.fc1.bias is None
+    assert sum(p.numel() for p in model.parameters()) == attnzoo.model_info("se_r50")["params"] - 16_048
+
+    def se(block, h):  # SELayer.forward: x * fc(avg_pool(x))
+        w1, w2 = official[f"{block}.se.fc.0.weight"], official[f"{block}.se.fc.2.weight"]
+        return h * torch.sigmoid(torch.relu(h.mean((2, 3)) @ w1.T) @ w2.T)[:, :, None, None]
+
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    features = reference_resnet_features(official, x, [3, 4, 6, 3], se)
+    expected = F.linear(features.mean((2, 3)), official["fc.weight"], official["fc.bias"])
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_senet_file_with_biases_keeps_them(tmp_path):
+    official = senet_resnet50(bias=True)
+    path = tmp_path / "se_resnet50.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in official.items()}}, path)
+    convert("senet", path, "se_r50", tmp_path / "out", echo=lambda _: None)
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["model_args"] == {}
+    state = attnzoo.load(str(tmp_path / "out")).state_dict()
+    assert torch.equal(state["layer4.2.attn.fc2.bias"], official["layer4.2.se.fc.2.bias"])
+    assert torch.equal(state["layer4.2.attn.fc1.weight"].flatten(1), official["layer4.2.se.fc.0.weight"])
+
+
+def test_senet_reduction_is_read_from_the_file_and_uneven_widths_are_refused():
+    from attnzoo.weights.convert import convert_state_dict
+
+    state = _plain("r18", 1000)
+    for block, channels in _blocks(state):
+        state[f"{block}.se.fc.0.weight"] = _randn(channels // 8, channels)
+        state[f"{block}.se.fc.2.weight"] = _randn(channels, channels // 8)
+    model, _ = convert_state_dict("senet", state, "se_r18")
+    assert model.config.to_dict()["model_args"] == {"attention_kwargs": {"bias": False, "reduction": 8}}
+    assert model.layer1[0].attn.fc1.out_channels == 8
+    state["layer4.1.se.fc.0.weight"], state["layer4.1.se.fc.2.weight"] = _randn(32, 512), _randn(512, 32)
+    with pytest.raises(AttnzooError, match="do not follow one reduction"):
+        convert_state_dict("senet", state, "se_r18")
+
+
+@pytest.mark.parametrize("ratio", [1 / 16, 1 / 4], ids=["r16", "r4"])
+def test_gcnet_backbone_converts_with_gc_in_stages_2_to_4_and_a_fresh_head(tmp_path, capsys, ratio):
+    official = {k: v.double() if v.is_floating_point() else v for k, v in gcnet_mask_rcnn_r50(ratio).items()}
+    path = tmp_path / "mask_rcnn_r16_gcb_c3-c5_r50_fpn_2x.pth"
+    torch.save({"meta": {"mmdet_version": "0.6.0", "config": "model = dict(...)", "epoch": 24},
+                "state_dict": official, "optimizer": {"state": {}, "param_groups": []}}, path)
+    main(["convert", "--from", "gcnet", str(path), "--model", "gc_r50", "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert "freshly initialised" in out and "5 tensors outside `backbone.`" in out and "stages 2, 3, 4" in out
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    expected_args = {"attention_stages": [2, 3, 4]}
+    if ratio != 1 / 16:
+        expected_args["attention_kwargs"] = {"ratio": ratio}
+    assert config["model_args"] == expected_args and config["num_classes"] == 1000
+    assert config["source"]["classifier"].startswith("fresh")
+    assert "freshly initialised" in (tmp_path / "out" / "README.md").read_text()
+    model = attnzoo.load(str(tmp_path / "out")).double()
+    assert not hasattr(model.layer1[0].attn, "conv_mask") and model.layer2[0].attn.channel_add_conv[0].out_channels == 512 * ratio
+
+    def context_block(block, h):  # ContextBlock2d.forward with 'att' pooling and 'channel_add' fusion
+        p = f"backbone.{block}.context_block."
+        if p + "conv_mask.weight" not in official:
+            return h
+        mask = F.conv2d(h, official[p + "conv_mask.weight"], official[p + "conv_mask.bias"]).flatten(2).softmax(-1)
+        context = torch.matmul(h.flatten(2).unsqueeze(1), mask.unsqueeze(3)).view(h.shape[0], -1, 1, 1)
+        t = F.conv2d(context, official[p + "channel_add_conv.0.weight"], official[p + "channel_add_conv.0.bias"])
+        t = F.layer_norm(t, t.shape[1:], official[p + "channel_add_conv.1.weight"], official[p + "channel_add_conv.1.bias"])
+        return h + F.conv2d(torch.relu(t), official[p + "channel_add_conv.3.weight"], official[p + "channel_add_conv.3.bias"])
+
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    expected = reference_resnet_features(official, x, [3, 4, 6, 3], context_block, prefix="backbone.")
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward_features(x), expected, rtol=1e-12, atol=1e-12)
+    # the fresh head is seeded: converting the same file again gives the same bytes
+    main(["convert", "--from", "gcnet", str(path), "--model", "gc_r50", "--out", str(tmp_path / "again")])
+    assert (tmp_path / "again" / "model.safetensors").read_bytes() == (tmp_path / "out" / "model.safetensors").read_bytes()
+
+
+def test_gcnet_head_size_is_an_option_and_only_for_headless_releases(tmp_path):
+    path = tmp_path / "gcnet.pth"
+    torch.save({"state_dict": gcnet_mask_rcnn_r50()}, path)
+    convert_command(str(path), source="gcnet", model="gc_r50", out=str(tmp_path / "out"), num_classes=10)
+    assert attnzoo.load(str(tmp_path / "out")).fc.out_features == 10
+    with pytest.raises(AttnzooError, match="has a 1000-class classifier; --num_classes is for releases without one"):
+        convert_command(str(_save(tmp_path, senet_resnet50())), source="senet", model="se_r50",
+                        out=str(tmp_path / "o2"), num_classes=10)
+    torch.save({"state_dict": _plain("r50")}, tmp_path / "plain.pth")
+    with pytest.raises(AttnzooError, match="no 'backbone.' entries"):
+        convert("gcnet", tmp_path / "plain.pth", "gc_r50", tmp_path / "o3")
+    torch.save({"state_dict": {f"backbone.{k}": v for k, v in _plain("r50").items() if not k.startswith("fc")}},
+               tmp_path / "no-gc.pth")
+    with pytest.raises(AttnzooError, match="no GC blocks"):
+        convert("gcnet", tmp_path / "no-gc.pth", "gc_r50", tmp_path / "o4")
+
+
 def test_ecanet_resnet_converts_with_the_released_kernel_sizes(tmp_path, capsys):
     official = ecanet_resnet18(kernels=(3, 3, 3, 3))  # the official eca_resnet18() hard-codes k=3 everywhere
     path = _save(tmp_path, official)
@@ -144,6 +318,10 @@ def test_ecanet_mobilenetv2_converts(tmp_path):
     assert torch.equal(state["features.1.attn.conv.weight"], official["features.1.conv.3.conv.weight"])
     assert torch.equal(state["features.12.attn.conv.weight"], official["features.12.conv.4.conv.weight"])
     assert torch.equal(state["features.15.attn.conv.weight"], official["features.15.conv.4.conv.weight"])
+    assert state["features.11.attn.conv.weight"].shape == (1, 1, 3)
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    # the registry's kernels are the release's: nothing to override
+    assert "attention_stage_kwargs" not in config["model_args"] and "notes" not in config["source"]
 
 
 def test_cbam_converts_linear_mlp_into_1x1_convs(tmp_path):

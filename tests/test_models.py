@@ -114,10 +114,22 @@ def test_registered_eca_uses_released_kernel_sizes_and_adaptive_rule_is_one_opti
     assert kernels(attnzoo.create_model("eca_r50", attention_kwargs={"kernel_size": None})) == [5, 5, 5, 7]
     mobile = attnzoo.create_model("eca_mobilenetv2")
     ks = [(m.channels, m.kernel_size) for m in mobile.modules() if isinstance(m, AttentionModule)]
-    assert all(k == (1 if c <= 96 else 3) for c, k in ks) and (96, 1) in ks  # official: c <= 96 -> 1
+    # ECANet HEAD: k = 1 if c < 96 else 3; the release has k=3 in the 96-channel stage (features.11-13)
+    assert all(k == (1 if c < 96 else 3) for c, k in ks) and (96, 3) in ks and (64, 1) in ks
+    assert [mobile.features[i].attn.kernel_size for i in (10, 11, 13, 14)] == [1, 3, 3, 3]
     narrow = attnzoo.create_model("eca_mobilenetv2", width_mult=0.5)  # the rule reads the paper's widths
     assert [m.kernel_size for m in narrow.modules() if isinstance(m, AttentionModule)] == [k for _, k in ks]
     assert attnzoo.model_info("eca_r50")["extra_params"] == 80  # the paper's "80 extra parameters"
+    # 10 blocks with k=1 and 7 with k=3; total 3,504,903 as the official model
+    assert attnzoo.model_info("eca_mobilenetv2")["extra_params"] == 31
+    assert sum(p.numel() for p in mobile.parameters()) == 3_504_903
+
+
+def test_eca_mobilenetv2_has_the_official_dropout_and_it_can_be_overridden():
+    assert attnzoo.create_model("eca_mobilenetv2").classifier[0].p == 0.25  # BangguWu/ECANet: nn.Dropout(0.25)
+    assert attnzoo.create_model("eca_mobilenetv2", drop_rate=0.1).classifier[0].p == 0.1
+    assert attnzoo.create_model("se_mobilenetv2").classifier[0].p == 0.2  # torchvision's default elsewhere
+    assert attnzoo.create_model("mobilenetv2").classifier[0].p == 0.2
 
 
 def test_gam_deep_resnets_use_grouped_spatial_convs():
@@ -272,7 +284,7 @@ def test_model_config_is_resolved_once_frozen_and_round_trips_through_json():
     # The attention the model really has: the registered per-stage kernels, the user's stage 6 on top.
     built = {model.stage_of(p): m.kernel_size for p, m in model.named_modules() if isinstance(m, AttentionModule)}
     assert {s: o["kernel_size"] for s, o in config.attention_stage_kwargs.items()} == built
-    assert built[5] == 1 and built[6] == 5 and built[7] == 3 and config.attention_stages is None
+    assert built[4] == 1 and built[5] == 3 and built[6] == 5 and built[7] == 3 and config.attention_stages is None
     again = ModelConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config and hash(again) == hash(config)
     assert config.to_dict()["model_args"] == {"width_mult": 0.75, "attention_stage_kwargs": {6: {"kernel_size": 5}}}

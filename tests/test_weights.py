@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 
 import pytest
 import torch
@@ -109,6 +111,21 @@ def test_save_refuses_to_overwrite_unless_asked(tmp_path):
     assert (target / "notes.txt").read_text() == "mine" and not (target / "model.safetensors").exists()
     attnzoo.save_pretrained(_model(), target, overwrite=True)
     assert (target / "model.safetensors").is_file() and (target / "notes.txt").is_file()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_written_files_get_ordinary_permissions(tmp_path, make_lightning_checkpoint, umask, mode):
+    # safetensors alone leaves model.safetensors 0600; every file must get what the user's umask gives
+    ckpt, _ = make_lightning_checkpoint("r18", num_classes=3)
+    previous = os.umask(umask)
+    try:
+        attnzoo.save_pretrained(_model(), tmp_path / "saved")
+        main(["export", str(ckpt), "--out", str(tmp_path / "exported")])
+    finally:
+        os.umask(previous)
+    for out in ("saved", "exported"):
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / out).iterdir()}
+        assert modes == {"model.safetensors": mode, "config.json": mode, "README.md": mode}, out
 
 
 def test_other_num_classes_resets_the_classifier_and_says_so(tmp_path, caplog):

@@ -11,11 +11,18 @@ CVPR 2020 (arXiv:1910.03151). Official code: BangguWu/ECANet.
 Kernel size: ``kernel_size=None`` applies the paper's adaptive rule
 ``k = |log2(C)/γ + b/γ|_odd`` with γ = 2, b = 1 (``t = int(|(log2 C + b) / γ|)``, ``k = t`` if odd else
 ``t + 1``). The official code and its released checkpoints do not use that rule but fixed per-stage sizes
-(ResNet-50: 3, 5, 5, 7); the zoo's registered ECA models follow the checkpoints (see attnzoo.registry), and
-``attention_kwargs={"kernel_size": None}`` gives the adaptive rule back.
+(ResNet-50: 3, 5, 5, 7; MobileNetV2: k = 1 in the stages whose width in the paper's table is below 96, else
+3, which is what the released ECA-MobileNetV2 holds); the zoo's registered ECA models follow the
+checkpoints (see attnzoo.registry), and ``attention_kwargs={"kernel_size": None}`` gives the adaptive rule
+back.
 Even kernels are refused: they would shift the gates by half a channel.
 Initialisation: PyTorch's default for the 1-D convolution, as in the official code (its weight init loop
 touches only 2-D convolutions).
+
+timm (tests/test_peers.py): ``timm.layers.EcaModule(None, kernel_size=k)`` equals ``ECA(C, kernel_size=k)``
+bitwise in float64. Given ``channels``, timm ignores ``kernel_size`` and applies the adaptive rule with a
+minimum of 3: the same kernels as ``kernel_size=None`` here from 8 channels on, 3 instead of 1 below. So
+timm's ResNet-50 with ``attn_layer='eca'`` has kernels 5, 5, 5, 7, not the released 3, 5, 5, 7.
 
 Placement: after the last BN of the residual branch, before the addition; in MobileNetV2 at the end of every
 inverted-residual branch (the official ECA-MobileNetV2).

@@ -16,6 +16,14 @@ transform has weight and bias zero. With 'channel_add' alone the block is an exa
 Submodule names follow the official code (``conv_mask``, ``channel_add_conv``, ``channel_mul_conv``), so
 official weights map key for key.
 
+timm (tests/test_peers.py): ``timm.layers.GlobalContext(C, fuse_add=True, fuse_scale=False, rd_ratio=1/16)``
+(its "gca" at the paper's ratio) is the same function once its LayerNorm eps is set to 1e-5, the official
+``nn.LayerNorm``'s (timm's LayerNorm2d uses 1e-6, which moves outputs by up to 2.7e-9): then bitwise equal
+in float64, and so are the mul, add + mul and 'avg' pooling variants. It still differs in two places: timm
+rounds the hidden width to the nearest integer where the official code (and this one) floors ``int(C *
+ratio)``, the same when C is a multiple of 16; and its init zeroes the last conv's weight but not its bias,
+so timm's "gca" is not an identity at start (|y - x| = 0.25 measured) where this block is.
+
 Placement: after the last conv + BN of the residual branch, before the addition. The official code has no
 BasicBlock version; the same spot is used there, as the author suggests.
 

@@ -10,16 +10,17 @@ from pathlib import Path
 from attnzoo.errors import AttnzooError
 
 CSV_FIELDS = [
-    "model", "backbone", "attention", "compile", "device", "dtype", "channels_last", "freezing", "task", "batch",
+    "model", "backbone", "attention", "peer_of", "compile", "device", "dtype", "channels_last", "freezing", "task", "batch",
     "resolution", "latency_s_median", "latency_s_min", "latency_s_max", "images_per_s_median", "images_per_s_min",
-    "images_per_s_max", "ratio_to_plain_median", "ratio_to_plain_min", "ratio_to_plain_max", "compile_s",
-    "first_call_s", "peak_memory_mb", "memory_ratio_to_plain", "timings", "iterations_per_timing", "error",
+    "images_per_s_max", "ratio_to_plain_median", "ratio_to_plain_min", "ratio_to_plain_max", "ratio_to_equivalent_median",
+    "ratio_to_equivalent_min", "ratio_to_equivalent_max", "compile_s", "first_call_s", "peak_memory_mb",
+    "memory_ratio_to_plain", "memory_ratio_to_equivalent", "timings", "iterations_per_timing", "error",
 ]
 
 
 def flat(row: dict) -> dict:
     out = {k: row.get(k) for k in CSV_FIELDS if k in row}
-    for key in ("latency_s", "images_per_s", "ratio_to_plain"):
+    for key in ("latency_s", "images_per_s", "ratio_to_plain", "ratio_to_equivalent"):
         for stat in ("median", "min", "max"):
             out[f"{key}_{stat}"] = (row.get(key) or {}).get(stat)
     memory = row.get("peak_memory_bytes")
@@ -51,6 +52,13 @@ def table(results: dict) -> str:
             f"{_fmt(f['images_per_s_median'], '8.1f'):>8} {ratio:>21} {_fmt(f.get('compile_s'), '9.1f'):>9} "
             f"{_fmt(f['peak_memory_mb'], '8.0f'):>8} {_fmt(f.get('memory_ratio_to_plain'), '6.3f'):>6}"
         )
+    peer_rows = [row for row in results["rows"] if row.get("ratio_to_equivalent")]
+    if peer_rows:
+        lines += ["", "peers (time / time of the zoo equivalent, interleaved in the same rounds; memory likewise):"]
+        for row in peer_rows:
+            r, mem = row["ratio_to_equivalent"], row.get("memory_ratio_to_equivalent")
+            lines.append(f"  {row['model']:<26} {row['compile']:<8} {row['task']:<5} {r['median']:.3f}x "
+                         f"{row['peer_of']} ({r['min']:.2f}-{r['max']:.2f})" + (f", memory {mem:.3f}x" if mem else ""))
     if results.get("speedups"):
         lines += ["", "compile-mode speedups (same model, interleaved, time in baseline mode / time in mode):"]
         for s in results["speedups"]:

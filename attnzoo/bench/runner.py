@@ -53,6 +53,7 @@ def _row(entry: Entry, mode: str, setting: Setting) -> dict:
         "model": entry.label,
         "backbone": entry.backbone,
         "attention": entry.attention,
+        "peer_of": entry.peer_of,
         "compile": mode,
         "device": setting.device,
         "dtype": setting.dtype,
@@ -91,6 +92,11 @@ def _ratio_rows(rows: dict, contestants: dict, entries: list[Entry], modes: list
             continue
         ratios = [a / p for a, p in zip(contestant.ratios, reference.ratios)]
         rows[(label, mode)]["ratio_to_plain"] = summary(ratios)
+        peer_of = rows[(label, mode)]["peer_of"]
+        equivalent = contestants.get((peer_of, mode)) if peer_of else None
+        if equivalent is not None:  # both timed against the same plain timings, round by round
+            rows[(label, mode)]["ratio_to_equivalent"] = summary(
+                [a / e for a, e in zip(contestant.ratios, equivalent.ratios)])
         first = contestants.get((label, modes[0]))
         if mode != modes[0] and first is not None:
             per_round = [f / c for f, c in zip(first.ratios, contestant.ratios)]
@@ -106,6 +112,9 @@ def _memory_ratios(rows: dict, entries: list[Entry]) -> None:
         reference = rows.get((plain, mode), {}).get("peak_memory_bytes")
         if row.get("peak_memory_bytes") and reference:
             row["memory_ratio_to_plain"] = row["peak_memory_bytes"] / reference
+        equivalent = rows.get((row["peer_of"], mode), {}).get("peak_memory_bytes") if row["peer_of"] else None
+        if row.get("peak_memory_bytes") and equivalent:
+            row["memory_ratio_to_equivalent"] = row["peak_memory_bytes"] / equivalent
 
 
 def run(settings: BenchSettings | None = None, /, *, log=print, **options) -> dict:
@@ -117,7 +126,7 @@ def run(settings: BenchSettings | None = None, /, *, log=print, **options) -> di
     silent).
     """
     settings = BenchSettings(**options) if settings is None else dataclasses.replace(settings, **options)
-    groups = select(list(settings.models))
+    groups = select(list(settings.models), peers=settings.peers)
     device = _resolve_device(settings.device)
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
@@ -132,11 +141,15 @@ def run(settings: BenchSettings | None = None, /, *, log=print, **options) -> di
         "speedups": [],
     }
     all_entries = [e for entries in groups.values() for e in entries]
+    peer_entries = [e.label for e in all_entries if e.is_peer]
+    result["peer_versions"] = _peer_versions(all_entries)
+    if peer_entries:
+        log(f"peers (each timed beside its zoo equivalent): {', '.join(peer_entries)}")
 
     num_classes, model_args = settings.num_classes, settings.model_args
     if settings.graph_breaks:  # first: explain() resets dynamo, which would drop the compiled models
         for entry in all_entries:
-            if entry.attention == "timm":
+            if entry.is_peer:  # the zoo's promise, not the peers'
                 continue
             try:
                 counts = graph_break_check.count(entry, num_classes, model_args, device=device)
@@ -155,6 +168,19 @@ def run(settings: BenchSettings | None = None, /, *, log=print, **options) -> di
                 result["rows"] += result_rows
                 result["speedups"] += speedups
     return result
+
+
+def _peer_versions(entries: list[Entry]) -> dict[str, str]:
+    """The versions of the peer libraries in the run (they are imported only when a peer is in it)."""
+    import importlib.metadata
+
+    versions = {}
+    for library in sorted({e.attention for e in entries if e.is_peer}):
+        try:
+            versions[library] = importlib.metadata.version(library)
+        except importlib.metadata.PackageNotFoundError:
+            versions[library] = "unknown"
+    return versions
 
 
 def _measure_setting(entries: list[Entry], setting: Setting, settings: BenchSettings, log) -> tuple[list, list]:
@@ -201,8 +227,10 @@ def _measure_setting(entries: list[Entry], setting: Setting, settings: BenchSett
         if row.get("ratio_to_plain"):
             r = row["ratio_to_plain"]
             mem = row.get("memory_ratio_to_plain")
+            eq = row.get("ratio_to_equivalent")
             log(f"   {key[0]:<28} [{key[1]}] {1e3 * row['latency_s']['median']:9.1f} ms  x{r['median']:.3f} plain"
-                f" [{r['min']:.3f}-{r['max']:.3f}]" + (f"  mem x{mem:.3f}" if mem else ""))
+                f" [{r['min']:.3f}-{r['max']:.3f}]" + (f"  mem x{mem:.3f}" if mem else "")
+                + (f"  x{eq['median']:.3f} {row['peer_of']}" if eq else ""))
     del workloads, contestants
     gc.collect()
     return list(rows.values()), speedups

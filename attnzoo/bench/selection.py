@@ -3,15 +3,17 @@
 A model is given as a registered name (``se_r50``), a glob (``*_r50``) or a variant with attention options
 after ``@`` (``gam_mobilenetv2@groups=2``, several joined by ``,``; values are read as JSON, else as text).
 Every attention model is measured against its plain backbone in the same run, so the plain backbone is
-added when it was not asked for.
+added when it was not asked for. A timm or torchvision peer (``timm:seresnet50``, see
+:mod:`attnzoo.bench.peers`) is measured against its zoo equivalent too, which is added in the same way;
+``peers=None`` adds the installed peers of every zoo model asked for.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass, field
 
+from attnzoo.bench import peers as peer_catalogue
 from attnzoo.errors import AttnzooError
 from attnzoo.registry import get_spec, list_models
 
@@ -23,10 +25,15 @@ class Entry:
     backbone: str
     attention: str | None
     options: dict = field(default_factory=dict)  # attention options of a variant, on top of the registered ones
+    peer_of: str | None = None  # a timm/torchvision peer: the zoo model it is compared with
 
     @property
     def is_plain(self) -> bool:
         return self.attention is None
+
+    @property
+    def is_peer(self) -> bool:
+        return self.peer_of is not None
 
 
 def _value(text: str):
@@ -49,8 +56,8 @@ def _parse_options(text: str, label: str) -> dict:
 def _entries_for(item: str) -> list[Entry]:
     if not isinstance(item, str) or not item.strip():
         raise AttnzooError(f"a model must be a name or glob such as 'se_r50' or '*_r50', got {item!r}.")
-    if item.startswith(TIMM_PREFIX):
-        return [timm_peer(item)]
+    if peer_catalogue.is_peer_label(item):
+        return [peer_entry(item)]
     pattern, _, options_text = item.strip().partition("@")
     if any(ch in pattern for ch in "*?["):
         names = list_models(pattern)
@@ -69,41 +76,48 @@ def _entries_for(item: str) -> list[Entry]:
     return entries
 
 
-TIMM_PREFIX = "timm:"
-# timm's counterparts of the zoo's ResNet-50 models, compared against the zoo's plain r50 in the same run.
-TIMM_PEERS = {
-    "timm:resnet50": ("resnet50", {}),
-    "timm:seresnet50": ("seresnet50", {}),
-    "timm:resnet50+eca": ("resnet50", {"block_args": {"attn_layer": "eca"}}),
-    "timm:resnet50+cbam": ("resnet50", {"block_args": {"attn_layer": "cbam"}}),
-}
+def peer_entry(label: str) -> Entry:
+    """A timm/torchvision model, timed beside the zoo model it equals (only where its library is installed)."""
+    peer = peer_catalogue.get(label)
+    spec = get_spec(peer.equivalent)
+    return Entry(label, label, spec.backbone, peer.library, peer_of=spec.name)
 
 
-def timm_peer(item: str) -> Entry:
-    """A timm model as a peer of the zoo's r50 (only where timm is installed, e.g. the GPU machine)."""
-    if item not in TIMM_PEERS:
-        raise AttnzooError(f"unknown timm peer {item!r}. Accepted: {', '.join(TIMM_PEERS)}.")
-    if importlib.util.find_spec("timm") is None:  # optional peer, never a dependency; imported only to build it
-        raise AttnzooError(f"{item!r} needs timm, which is not installed here (timm peers are for the GPU machine).")
-    return Entry(item, item, "r50", "timm")
+def select(models: list[str] | str, peers: bool | None = False) -> dict[str, list[Entry]]:
+    """backbone -> [plain entry, attention entries..., peers...], in the order given, without duplicates.
 
-
-def select(models: list[str] | str) -> dict[str, list[Entry]]:
-    """backbone -> [plain entry, attention entries...], in the order given, without duplicates."""
+    ``peers``: False adds no peer by itself; None adds the installed peers of every registered zoo model asked
+    for (not of variants with ``@`` options); True does the same and refuses a run where neither timm nor
+    torchvision is installed.
+    """
     if isinstance(models, str):
         models = [models]
+    if peers is True and not any(peer_catalogue.installed(lib) for lib in peer_catalogue.LIBRARIES):
+        raise AttnzooError("peers=true, but neither timm nor torchvision is installed here (install them in a "
+                           "separate venv, see docs/peers.md), or pass peers=false.")
     groups: dict[str, list[Entry]] = {}
     seen: set[str] = set()
-    for item in models:
-        for entry in _entries_for(item):
-            if entry.label in seen:
-                continue
+
+    def add(entry: Entry) -> None:
+        if entry.label not in seen:
             seen.add(entry.label)
             groups.setdefault(entry.backbone, []).append(entry)
+
+    asked = [entry for item in models for entry in _entries_for(item)]
+    for entry in asked:
+        add(entry)
+    for entry in asked:
+        if entry.is_peer and entry.peer_of not in seen:  # a peer is compared with its zoo equivalent
+            add(Entry(entry.peer_of, entry.peer_of, entry.backbone, get_spec(entry.peer_of).attention))
+    if peers is not False:
+        for entry in [e for e in asked if not e.is_peer and not e.options]:
+            for peer in peer_catalogue.peers_of(entry.name):
+                add(peer_entry(peer.label))
     for backbone, entries in groups.items():
         plain = [e for e in entries if e.is_plain]
         if not plain:
             spec = get_spec(backbone)
             plain = [Entry(spec.name, spec.name, backbone, None)]
-        groups[backbone] = plain[:1] + [e for e in entries if not e.is_plain]
+        zoo = [e for e in entries if not e.is_plain and not e.is_peer]
+        groups[backbone] = plain[:1] + zoo + [e for e in entries if e.is_peer]
     return groups

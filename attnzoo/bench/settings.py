@@ -16,8 +16,9 @@ class BenchSettings:
     """The models, the settings swept, and how they are timed; checked when built.
 
     Args:
-        models: names, globs or variants, e.g. [r50, "*_r50", "gam_mobilenetv2@groups=2", timm:resnet50]
-            (timm peers only where timm is installed).
+        models: names, globs or variants, e.g. [r50, "*_r50", "gam_mobilenetv2@groups=2"], and timm /
+            torchvision peers such as timm:seresnet50 or torchvision:resnet50 (where installed; each is timed
+            beside its zoo equivalent).
         tasks: infer (forward under inference_mode) and/or train (forward, backward, SGD step).
         compile: eager and/or torch.compile modes (default, reduce-overhead, max-autotune,
             max-autotune-no-cudagraphs); the first is the reference for speedups.
@@ -35,6 +36,10 @@ class BenchSettings:
         num_classes: classifier outputs.
         model_args: options for every zoo model, e.g. {width_mult: 0.5}.
         threads: torch CPU threads (default: torch's choice).
+        peers: add timm's and torchvision's equivalents of the zoo models asked for (attnzoo.bench.peers),
+            each reported as a ratio to its zoo model. Default (null): those installed here, unless
+            model_args are given (a peer would not take them); true: refuse a run without timm or
+            torchvision; false: none.
     """
 
     models: Sequence[str] = ("r50", "*_r50")
@@ -54,6 +59,7 @@ class BenchSettings:
     num_classes: int = 1000
     model_args: Mapping | None = None
     threads: int | None = None
+    peers: bool | None = None
 
     def __post_init__(self) -> None:
         models = [self.models] if isinstance(self.models, str) else list(self.models)
@@ -68,6 +74,8 @@ class BenchSettings:
             "batch_sizes": _positive("batch_sizes", self.batch_sizes),
             "resolutions": _positive("resolutions", self.resolutions),
             "model_args": dict(self.model_args or {}),
+            # a peer has its library's defaults, not these options: it would not be an equivalent
+            "peers": False if self.peers is None and self.model_args else self.peers,
         }
         if not isinstance(self.repeats, int) or self.repeats < 1 or not isinstance(self.warmup, int) or self.warmup < 0:
             raise AttnzooError(f"repeats must be >= 1 and warmup >= 0, got repeats={self.repeats!r}, "
@@ -82,7 +90,7 @@ class BenchSettings:
             "batch_sizes": list(self.batch_sizes), "resolutions": list(self.resolutions), "dtypes": list(self.dtypes),
             "channels_last": list(self.channels_last), "device": device, "freezing": self.freezing,
             "warmup": self.warmup, "repeats": self.repeats, "min_time": self.min_time,
-            "num_classes": self.num_classes, "model_args": dict(self.model_args),
+            "num_classes": self.num_classes, "model_args": dict(self.model_args), "peers": self.peers,
         }
 
 

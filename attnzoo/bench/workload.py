@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from attnzoo.bench.selection import TIMM_PEERS, TIMM_PREFIX, Entry
+from attnzoo.bench import peers
+from attnzoo.bench.selection import Entry
 from attnzoo.compiling import compile_kwargs
 from attnzoo.registry import create_model
 
@@ -46,11 +47,8 @@ class Setting:
 
 
 def _create(entry: Entry, num_classes: int, model_args: dict) -> nn.Module:
-    if entry.name.startswith(TIMM_PREFIX):
-        import timm  # optional peer, imported only when asked for
-
-        timm_name, timm_kwargs = TIMM_PEERS[entry.name]
-        return timm.create_model(timm_name, num_classes=num_classes, **timm_kwargs)
+    if entry.is_peer:
+        return peers.build(entry.name, num_classes)  # imports timm / torchvision, only now
     kwargs = dict(model_args)
     if entry.options:
         kwargs["attention_kwargs"] = {**kwargs.get("attention_kwargs", {}), **entry.options}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +64,9 @@ def save_pretrained(model: nn.Module, directory: str | Path, metrics: dict | Non
         write_weights(model, tmp / WEIGHTS_NAME)
         (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
         (tmp / CARD_NAME).write_text(card, encoding="utf-8")
+        # safetensors writes through a private temporary file (mode 0600); the weights get the mode any new
+        # file gets here (config.json's: 0666 less the user's umask), so the directory can be shared as is.
+        os.chmod(tmp / WEIGHTS_NAME, stat.S_IMODE((tmp / CONFIG_NAME).stat().st_mode))
         for name in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME):
             (tmp / name).replace(directory / name)
     return directory

@@ -77,15 +77,18 @@ def push_command(ckpt: str, *, repo: str, private: bool = False, revision: str |
     print(json.dumps(entry, indent=2))
 
 
-def convert_command(file: str, *, source: str, model: str, out: str, overwrite: bool = False) -> None:
+def convert_command(file: str, *, source: str, model: str, out: str, overwrite: bool = False,
+                    num_classes: int | None = None) -> None:
     """Convert an official released checkpoint into attnzoo weights.
 
     Args:
-        file: the official checkpoint (.pth / .pth.tar / .safetensors); read with torch.load(weights_only=True).
-        source: which release (given as --from): torchvision, ecanet, cbam or gct.
-        model: the attnzoo model it becomes, e.g. eca_r50, cbam_r50, gct_r50, r50.
+        file: the official checkpoint (.pth / .pth.tar / .pkl / .safetensors); read with
+            torch.load(weights_only=True).
+        source: which release (given as --from): torchvision, ecanet, cbam, gct, senet or gcnet.
+        model: the attnzoo model it becomes, e.g. eca_r50, cbam_r50, gct_r50, se_r50, gc_r50, r50.
         out: the directory to write.
         overwrite: replace the weights in a non-empty directory.
+        num_classes: the size of the fresh classifier for a release without one (gcnet; default 1000).
     """
     from attnzoo.weights.convert import RELEASES, convert
 
@@ -93,7 +96,7 @@ def convert_command(file: str, *, source: str, model: str, out: str, overwrite: 
         from attnzoo.errors import unknown
 
         raise unknown("--from release", source, RELEASES)
-    out_dir = convert(source, file, model, out, overwrite=overwrite)
+    out_dir = convert(source, file, model, out, overwrite=overwrite, num_classes=num_classes)
     print(f"converted {file} ({RELEASES[source].description}) into {model} at {out_dir}")
 
 
