@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from attnzoo.data.sampling import unpack
 from attnzoo.errors import AttnzooError
 
 SHAPE_CLASSES = (
@@ -141,8 +142,9 @@ class ShapesDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key) -> tuple[torch.Tensor, int]:
+        index, rng = unpack(key)
         image = self.images[index]
-        if self.train and torch.rand(()) < 0.5:
+        if self.train and (rng.random() if rng is not None else torch.rand(()).item()) < 0.5:
             image = image.flip(-1)
         return image, int(self.labels[index])
