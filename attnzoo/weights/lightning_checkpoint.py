@@ -103,9 +103,13 @@ def model_from_lightning_checkpoint(path: str | Path, use_ema: bool | None = Non
         k.startswith(p) for k in checkpoint["state_dict"] for p in EMA_PREFIXES
     ) and "current_model_state" not in checkpoint:
         raise AttnzooError(f"{str(path)!r} has no EMA weights (the run had ema_decay unset).")
-    state, weights = _split_state(checkpoint["state_dict"], use_ema=use_ema is not False)
+    averaged_by_callback = isinstance(checkpoint.get("current_model_state"), Mapping)
+    if averaged_by_callback and use_ema is False:  # the trained (not averaged) weights
+        state, weights = _split_state(checkpoint["current_model_state"], use_ema=False)
+    else:
+        state, weights = _split_state(checkpoint["state_dict"], use_ema=use_ema is not False)
     notes = []
-    if "current_model_state" in checkpoint:
+    if averaged_by_callback and use_ema is not False:
         weights = "ema"
         notes.append("weights: the averaged (EMA) weights saved by Lightning's WeightAveraging callback")
     elif weights == "ema":
