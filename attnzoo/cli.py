@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.argv[0] = f"attnzoo {argv[0]}"
             _run_extra(argv[0], argv[1:])
         else:
+            from attnzoo.config_files import check_config_files
+
+            check_config_files(argv)  # before importing Lightning: a mistyped file costs no start-up time
             from attnzoo.training.cli import run_lightning_cli
 
             run_lightning_cli(argv)

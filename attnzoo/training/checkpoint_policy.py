@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from attnzoo.config_files import option_values
 from attnzoo.errors import AttnzooError
 
 TRUSTED_PACKAGES = ("attnzoo", "torch", "lightning")
@@ -26,20 +27,6 @@ TRUSTED_PACKAGES = ("attnzoo", "torch", "lightning")
 LINKED = ("num_classes", "class_names", "preprocessing")
 CLASS_OPTIONS = ("optimizer", "lr_scheduler")
 NEVER_FROM_CHECKPOINT = {"backbone_weights": "the checkpoint's own weights replace them; loading them would mean a download"}
-
-
-def option_values(argv: list[str], flags: tuple[str, ...]) -> Iterator[str]:
-    """The values given to any of ``flags`` (``--flag value`` or ``--flag=value``)."""
-    i = 0
-    while i < len(argv):
-        flag, eq, value = argv[i].partition("=")
-        if flag in flags:
-            if eq:
-                yield value
-            elif i + 1 < len(argv):
-                yield argv[i + 1]
-                i += 1
-        i += 1
 
 
 def _model_section(config) -> Mapping:

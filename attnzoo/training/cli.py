@@ -24,13 +24,13 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-import yaml
 from jsonargparse import ActionYesNo, ArgumentError
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from attnzoo.config_files import check_config_files
 from attnzoo.data.base import ClassificationDataModule
 from attnzoo.errors import AttnzooError
 from attnzoo.training import checkpoint_policy as policy
@@ -257,26 +257,6 @@ def make_cli(args: list[str] | None, run: bool = True) -> AttnzooCLI:
     )
 
 
-def check_config_files(argv: list[str]) -> None:
-    """Each ``--config`` file exists and holds a YAML mapping; otherwise one line naming the file."""
-    for value in policy.option_values(argv, ("--config", "-c")):
-        path = Path(value)
-        if not path.is_file():
-            raise AttnzooError(f"--config {value!r}: no such file.")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except UnicodeDecodeError:
-            raise AttnzooError(f"--config {value!r} is not a YAML file (not even text).") from None
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            raise AttnzooError(f"--config {value!r} is not valid YAML: {problem}{where}.") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise AttnzooError(f"--config {value!r} is not a YAML mapping of options (it holds a "
-                               f"{type(loaded).__name__}); expected e.g. 'trainer:', 'model:', 'data:' sections.")
-
-
 def run_lightning_cli(argv: list[str]) -> AttnzooCLI:
     """Run a Lightning subcommand (fit, validate, test, predict) with ``argv`` (without the program name).
 
@@ -295,10 +275,25 @@ def run_lightning_cli(argv: list[str]) -> AttnzooCLI:
         raise usage_error(err, next((a for a in argv if a in SUBCOMMANDS), "")) from None
     except Exception as err:
         # jsonargparse wraps errors raised while instantiating a class; surface the user's mistake itself.
-        cause = _user_error(err)
+        cause = _user_error(err) or _collective_timeout(err, argv)
         if cause is None:
             raise
         raise cause from None
+
+
+def _collective_timeout(err: BaseException, argv: list[str]) -> AttnzooError | None:
+    """One line for a DDP collective that gave up waiting (gloo: "Timed out waiting ..."; the store's timeout)."""
+    text = " ".join(str(err).split())
+    if "Timed out" not in text and "Socket Timeout" not in text and "timed out" not in text:
+        return None
+    if not isinstance(err, RuntimeError) or not any(word in text for word in ("gloo", "Socket", "store", "recv", "send")):
+        return None
+    from attnzoo.config_files import option_values
+
+    timeout = next(option_values(argv, ("--collective_timeout",)), str(DEFAULT_COLLECTIVE_TIMEOUT))
+    return AttnzooError(f"a distributed operation waited longer than --collective_timeout ({timeout}) for the other "
+                        f"ranks: one of them hung or died ({text[:160]}). Once every node is healthy, resume with "
+                        "--ckpt_path last.")
 
 
 def _user_error(err: BaseException) -> AttnzooError | None:
