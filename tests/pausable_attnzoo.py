@@ -4,6 +4,8 @@ ATTNZOO_TEST_PAUSE selects the moment; when the run reaches it, this script writ
 sleeps until the test kills it:
 
 - ``batch:N``: at the start of the N-th training batch of this process (1-based), between two checkpoints.
+- ``sigterm:N``: no pause; during the N-th training batch the process receives SIGTERM (as a cluster announces
+  a pre-emption) and goes on.
 - ``fsync:NAME:N``: inside the N-th write of checkpoint file NAME, after its bytes were written to the temporary
   file and before they reach the disk (``os.fsync``) and the final name (``os.replace``).
 - ``replaced:NAME:N``: just after the N-th write of NAME was renamed into place.
@@ -27,17 +29,21 @@ def pause() -> None:
 
 def install(spec: str) -> None:
     kind, _, rest = spec.partition(":")
-    if kind == "batch":
+    if kind in ("batch", "sigterm"):
+        import signal
+
         from attnzoo.training.module import ImageClassifier
 
         target, seen = int(rest), [0]
-
         step = ImageClassifier.training_step
 
         def training_step(self, batch, batch_idx):
             seen[0] += 1
             if seen[0] == target:
-                pause()
+                if kind == "sigterm":
+                    os.kill(os.getpid(), signal.SIGTERM)
+                else:
+                    pause()
             return step(self, batch, batch_idx)
 
         ImageClassifier.training_step = training_step

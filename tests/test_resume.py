@@ -75,6 +75,11 @@ def run_until_killed(cwd: Path, pause: str, env: dict, timeout: float = 240) -> 
         proc.stderr.close()
 
 
+def run_until_terminated(cwd: Path, at_batch: int, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(PAUSABLE), *RUN], cwd=cwd, capture_output=True, text=True, timeout=240,
+                          env={**env, "ATTNZOO_TEST_PAUSE": f"sigterm:{at_batch}"})
+
+
 def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -121,3 +126,16 @@ def test_sigkill_then_resume_continues_exactly(tmp_path, other_fs_tmpdir, uninte
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []  # no temporary file left
     if pause.startswith("fsync"):
         assert "the temporary file of a checkpoint write that was killed" in resumed.stdout + resumed.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_step_and_resumes_exactly(tmp_path, other_fs_tmpdir, uninterrupted):
+    # SIGTERM during batch 3 (no step-based checkpoint is due until step 4): the pre-emption notice of a cluster.
+    env = env_for(other_fs_tmpdir)
+    stopped = run_until_terminated(tmp_path, 3, env)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert "stopped by SIGTERM" in stopped.stderr and "Traceback" not in stopped.stderr
+    folder = tmp_path / "runs" / "quickstart" / "checkpoints"
+    assert (load(folder / "last.ckpt")["epoch"], load(folder / "last.ckpt")["global_step"]) == (0, 3)
+    run(tmp_path, "--ckpt_path", "last", env=env)
+    assert_same_state(load(folder / "last.ckpt"), uninterrupted)

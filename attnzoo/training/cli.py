@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -28,7 +29,7 @@ from jsonargparse import ActionYesNo, ArgumentError
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from attnzoo.config_files import check_config_files
 from attnzoo.data.base import ClassificationDataModule
@@ -269,6 +270,12 @@ def run_lightning_cli(argv: list[str]) -> AttnzooCLI:
     args = None if list(argv) == sys.argv[1:] else list(argv)
     try:
         return make_cli(args)
+    except SIGTERMException:
+        # Lightning stops after the step during which SIGTERM came; LastCheckpoint saved that step. Not a
+        # success: a script's next command (`&& attnzoo test`) must not run on an unfinished model.
+        print("attnzoo: stopped by SIGTERM; last.ckpt holds the last completed step: resume with --ckpt_path last.",
+              file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM) from None
     except ArgumentError as err:
         from attnzoo.cli import usage_error
 
