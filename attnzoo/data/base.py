@@ -94,9 +94,8 @@ class ClassificationDataModule(L.LightningDataModule):
             trainer = self.trainer
             world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
             sampler = self._train_sampler = ResumableSampler(dataset, num_replicas=world, rank=rank)
-            if self._resume_state is not None:
+            if self._resume_state is not None:  # kept: a loader rebuilt later in the run resumes the same way
                 sampler.resume(self._resume_state)
-                self._resume_state = None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -138,9 +137,9 @@ class ClassificationDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: dict) -> None:
         """Called by Lightning before the training loader is built when a run resumes."""
         self._resume_state = state_dict.get("sampler")
+        # Lightning may have built the training loader already (to count the steps of the schedule).
         if self._resume_state is not None and self._train_sampler is not None:
             self._train_sampler.resume(self._resume_state)
-            self._resume_state = None
 
     def teardown(self, stage: str) -> None:
         """Report the images that could not be read during this stage (one line, with a count)."""

@@ -183,8 +183,8 @@ class AttnzooCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         extra = [RandomState()]
-        if kwargs.get("logger", trainer_config.get("logger")) not in (False, None) or trainer_config.get("logger"):
-            extra.append(LearningRateMonitor(logging_interval="step"))
+        if kwargs.get("logger", trainer_config.get("logger")) not in (None, False):
+            extra.append(LearningRateMonitor(logging_interval="step"))  # the learning rate in the logs
         callbacks = trainer_config.get("callbacks") or []
         kwargs["callbacks"] = [*(callbacks if isinstance(callbacks, list) else [callbacks]), *extra]
         try:
