@@ -87,6 +87,10 @@ def test_what_the_user_typed_wins_over_the_checkpoint(tmp_path, tiny_checkpoint)
     line = one_error_line(conflict)
     assert "'se_mobilenetv2'" in line and "'eca_mobilenetv2'" in line
 
+    other_shapes = attnzoo("validate", *SHAPES, "--model.model_args", "{width_mult: 0.5}", "--ckpt_path",
+                           str(tiny_checkpoint), cwd=tmp_path)
+    assert "does not fit the model built here" in one_error_line(other_shapes)
+
     resumed = attnzoo("fit", *SHAPES, "--model.label_smoothing", "0.3", "--trainer.max_epochs", "2",
                       "--trainer.default_root_dir", str(tmp_path / "run"), "--ckpt_path", str(tiny_checkpoint),
                       cwd=tmp_path)

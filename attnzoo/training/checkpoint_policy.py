@@ -154,19 +154,10 @@ def check_architecture(checkpoint_model, explicit_model, path: str, source: str)
 
 def check_state_fits(model_state: Mapping, checkpoint_state: Mapping, path: str, built: str) -> None:
     """One error when the checkpoint's weights do not fit the model that was built (keys or shapes)."""
-    missing = [k for k in model_state if k not in checkpoint_state]
-    unexpected = [k for k in checkpoint_state if k not in model_state]
-    shapes = [f"{k} {list(checkpoint_state[k].shape)} vs {list(v.shape)}" for k, v in model_state.items()
-              if k in checkpoint_state and hasattr(checkpoint_state[k], "shape")
-              and tuple(checkpoint_state[k].shape) != tuple(v.shape)]
-    if not (missing or unexpected or shapes):
-        return
-    parts = []
-    if shapes:
-        parts.append(f"{len(shapes)} shape(s) differ (e.g. {shapes[0]})")
-    if missing:
-        parts.append(f"{len(missing)} weight(s) missing (e.g. {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-    raise AttnzooError(f"checkpoint {path!r} does not fit the model built here ({built}): {'; '.join(parts)}. "
-                       "Give the options the checkpoint was trained with, or drop those that differ.")
+    from attnzoo.weights.format import state_dict_problems
+
+    problems, _ = state_dict_problems(model_state, checkpoint_state, missing_label="missing from the checkpoint",
+                                      unexpected_label="not in the model")
+    if problems:
+        raise AttnzooError(f"checkpoint {path!r} does not fit the model built here ({built}): {'; '.join(problems)}. "
+                           "Give the options the checkpoint was trained with, or drop those that differ.")

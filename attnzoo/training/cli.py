@@ -25,7 +25,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from jsonargparse import ActionYesNo, ArgumentError
+from jsonargparse import ArgumentError
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -75,7 +75,7 @@ class AttnzooCLI(LightningCLI):
         parser.set_defaults({"last_checkpoint.train_time_interval": DEFAULT_LAST_CHECKPOINT_INTERVAL})
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_argument(
-            "--random_weights", action=ActionYesNo, default=False,
+            "--random_weights", type=bool, nargs="?", const=True, default=False,
             help="validate/test/predict: run the network with random (untrained) weights on purpose; without it "
                  "these commands need --ckpt_path or --model.model_args.backbone_weights.")
         parser.add_argument(
@@ -157,7 +157,10 @@ class AttnzooCLI(LightningCLI):
         check_devices(config.trainer)
         model_args = config.model.model_args or {}
         has_weights = bool(config.get("ckpt_path")) or bool(model_args.get("backbone_weights"))
-        if subcommand in EVALUATING and not has_weights and not config.random_weights:
+        if subcommand in EVALUATING and not has_weights and config.random_weights:
+            print(f"attnzoo: {subcommand} with random weights (--random_weights): the network is untrained.",
+                  file=sys.stderr)
+        elif subcommand in EVALUATING and not has_weights:
             raise AttnzooError(
                 f"attnzoo {subcommand} needs trained weights: pass --ckpt_path (a checkpoint of `attnzoo fit`, or last / "
                 "best of this run's folder) or --model.model_args '{backbone_weights: ...}'; --random_weights runs "
