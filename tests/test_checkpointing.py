@@ -32,15 +32,16 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_nothing(tmp_path):
 
 
 def test_only_dead_or_abandoned_writers_lose_their_temporary_files(tmp_path):
-    import socket
+    from attnzoo.training.checkpointing import _partial_name
 
-    host = socket.gethostname()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    mine = _partial_name(tmp_path / "last.ckpt").name  # .last.ckpt.writer-<pid>-<host>.partial
+    assert mine.startswith(f".last.ckpt.writer-{os.getpid()}-") and mine.endswith(".partial")
     files = {
-        "dead": tmp_path / f".last.ckpt.{host}.{dead.stdout.strip()}.partial",
-        "alive": tmp_path / f".last.ckpt.{host}.{os.getpid()}.partial",
-        "other_host_recent": tmp_path / ".last.ckpt.elsewhere.1.partial",
-        "other_host_old": tmp_path / ".best.ckpt.elsewhere.2.partial",
+        "dead": tmp_path / mine.replace(f"-{os.getpid()}-", f"-{dead.stdout.strip()}-"),
+        "alive": tmp_path / mine,
+        "other_host_recent": tmp_path / ".last.ckpt.writer-1-node7_cluster_org.partial",
+        "other_host_old": tmp_path / ".best.ckpt.writer-2-node7_cluster_org.partial",
     }
     for path in files.values():
         path.write_bytes(b"half a checkpoint")

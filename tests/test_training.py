@@ -279,3 +279,26 @@ def test_compile_on_cpu_keeps_checkpoint_keys_clean(tmp_path):
     keys = torch.load(tmp_path / "c.ckpt", weights_only=True)["state_dict"].keys()
     assert "model.conv1.weight" in keys and not any("_orig_mod" in k for k in keys)
     assert load_checkpoint_model(tmp_path / "c.ckpt").attnzoo_config["architecture"] == "eca_r18"
+
+
+def test_resuming_a_previous_versions_checkpoint_keeps_writing_its_last_ckpt(tmp_path):
+    from attnzoo.training.checkpointing import LastCheckpoint
+
+    old, _, _ = old_ema_checkpoint(tmp_path)
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    checkpoint = torch.load(old, weights_only=True)
+    # attnzoo 0.1 had one ModelCheckpoint, which wrote last.ckpt (save_last=True).
+    checkpoint["callbacks"] = {"ModelCheckpoint{'monitor': 'val/acc1', 'mode': 'max', 'every_n_train_steps': 0, "
+                               "'every_n_epochs': 1, 'train_time_interval': None}": {
+                                   "monitor": "val/acc1", "best_model_score": None, "best_model_path": "",
+                                   "current_score": None, "dirpath": str(folder), "best_k_models": {},
+                                   "kth_best_model_path": "", "kth_value": torch.tensor(0.0),
+                                   "last_model_path": str(folder / "last.ckpt")}}
+    torch.save(checkpoint, folder / "last.ckpt")
+    clf = ImageClassifier("eca_mobilenetv2", num_classes=10, model_args={"width_mult": 0.25}, ema_decay=0.5)
+    trainer = tiny_trainer(tmp_path, max_epochs=2, enable_checkpointing=True,
+                           callbacks=[LastCheckpoint(dirpath=str(folder))])
+    trainer.fit(clf, tiny_data(), ckpt_path=folder / "last.ckpt")
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
+    assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 1

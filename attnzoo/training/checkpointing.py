@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import socket
 import time
 from datetime import timedelta
@@ -40,9 +41,16 @@ def _is_remote(path) -> bool:
     return "://" in str(path) and not str(path).startswith("file://")
 
 
+_PARTIAL = re.compile(r"\.writer-(\d+)-([A-Za-z0-9_-]*)" + re.escape(PARTIAL_SUFFIX) + "$")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
+
+
 def _partial_name(target: Path) -> Path:
     # Hidden, and named after its writer so that a cleanup never takes the file of a live process.
-    return target.with_name(f".{target.name}.{socket.gethostname()}.{os.getpid()}{PARTIAL_SUFFIX}")
+    return target.with_name(f".{target.name}.writer-{os.getpid()}-{_host()}{PARTIAL_SUFFIX}")
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -81,12 +89,11 @@ def remove_stale_partials(directory: str | os.PathLike) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    removed, host, now = [], socket.gethostname(), time.time()
+    removed, host, now = [], _host(), time.time()
     for path in directory.glob(f".*{PARTIAL_SUFFIX}"):
-        parts = path.name[: -len(PARTIAL_SUFFIX)].rsplit(".", 2)
-        writer_host, pid = (parts[1], parts[2]) if len(parts) == 3 else ("", "")
+        match = _PARTIAL.search(path.name)
         try:
-            dead = writer_host == host and pid.isdigit() and not _process_alive(int(pid))
+            dead = match is not None and match[2] == host and not _process_alive(int(match[1]))
             if dead or now - path.stat().st_mtime > STALE_AFTER_S:
                 path.unlink()
                 removed.append(path)
@@ -232,6 +239,16 @@ class LastCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer, pl_module) -> None:
         pass  # the last epoch end already wrote last.ckpt
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        # A checkpoint of attnzoo 0.1, whose one ModelCheckpoint wrote last.ckpt: keep writing that file (not
+        # last-v1.ckpt next to it).
+        states = checkpoint.get("callbacks") or {}
+        if self.state_key not in states:
+            for state in states.values():
+                last = state.get("last_model_path") if isinstance(state, dict) else None
+                if last and state.get("dirpath") == self.dirpath:
+                    self.last_model_path = last
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "last_epoch_saved": self._last_epoch_saved}
