@@ -204,7 +204,11 @@ def test_a_class_folder_linking_back_to_the_split_is_not_a_class(tmp_path):
 def test_resumable_sampler_order_shards_and_position():
     from attnzoo.data.sampling import ResumableSampler, Sample
 
-    data = list(range(10))
+    class Ten(list):
+        takes_sample_keys = True
+
+    assert sorted(ResumableSampler(list(range(10)), seed=3)) == list(range(10))  # other datasets get plain indices
+    data = Ten(range(10))
     one = ResumableSampler(data, seed=3)
     one.set_epoch(1)
     epoch1 = [s.index for s in one]

@@ -188,6 +188,8 @@ class CifarDataset(Dataset):
     """CIFAR images as uint8 tensors [3,32,32] with labels; ``train=True`` adds the standard augmentation
     (random 32x32 crop of the image padded by 4 with zeros, horizontal flip)."""
 
+    takes_sample_keys = True  # __getitem__ accepts an attnzoo.data.sampling.Sample (index + augmentation seed)
+
     def __init__(self, folder: Path, variant: str, split: str, augment: bool = False):
         archive = ARCHIVES[variant]
         files = archive.train_files if split == "train" else archive.test_files

@@ -142,6 +142,8 @@ class ImageFolder(Dataset):
             i.e. for the split that defines the classes).
     """
 
+    takes_sample_keys = True  # __getitem__ accepts an attnzoo.data.sampling.Sample (index + augmentation seed)
+
     def __init__(self, root: str | os.PathLike, transform: Callable, classes: list[str] | None = None,
                  check_classes: bool | None = None):
         self.root = Path(root)

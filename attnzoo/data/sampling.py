@@ -7,7 +7,8 @@ exactly the images it would have seen without the kill, in the same order and wi
   to a multiple of the world size and split over the ranks by striding.
 - Every sample comes with its own random generator, seeded from ``(seed, e, index)``: crops and flips do not
   depend on which worker process loads the image, on the number of workers, or on what was loaded before.
-  Datasets receive a :class:`Sample` instead of an int and draw from ``sample.rng``.
+  Datasets that declare ``takes_sample_keys = True`` (attnzoo's own) receive a :class:`Sample` instead of an int
+  and draw from ``sample.rng``; any other dataset receives plain indices.
 - :meth:`ResumableSampler.state` / :meth:`ResumableSampler.resume` carry the position (how many samples of the
   epoch's order were consumed over all ranks) through the checkpoint; the data module saves them
   (:meth:`attnzoo.data.ClassificationDataModule.state_dict`).
@@ -61,6 +62,7 @@ class ResumableSampler(DistributedSampler):
     def __init__(self, dataset, num_replicas: int = 1, rank: int = 0, seed: int | None = None):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True,
                          seed=default_seed() if seed is None else seed, drop_last=False)
+        self.sample_keys = bool(getattr(dataset, "takes_sample_keys", False))
         self._resume_epoch: int | None = None
         self._resume_position = 0
 
@@ -73,7 +75,7 @@ class ResumableSampler(DistributedSampler):
             indices += (indices * math.ceil(padding / len(indices)))[:padding]
         return indices
 
-    def __iter__(self) -> Iterator[Sample]:
+    def __iter__(self) -> Iterator[Sample | int]:
         epoch = self.epoch
         start = self._resume_position if self._resume_epoch == epoch else 0
         self._resume_epoch, self._resume_position = None, 0  # the next pass over this epoch starts from its beginning
@@ -82,7 +84,7 @@ class ResumableSampler(DistributedSampler):
         # Positions start..end of the global order, of which this rank takes every num_replicas-th.
         for position in range(start + self.rank, self.total_size, self.num_replicas):
             index = order[position]
-            yield Sample(index, base + index)
+            yield Sample(index, base + index) if self.sample_keys else index
 
     def state(self, batches_done: int, batch_size: int, epoch_complete: bool) -> dict:
         """The position after ``batches_done`` batches of ``batch_size`` on each rank."""

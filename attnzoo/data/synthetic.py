@@ -135,6 +135,8 @@ def generate(num_samples: int, size: int = 32, seed: int = 0, num_classes: int =
 class ShapesDataset(Dataset):
     """In-memory generated shapes: ``(uint8 image [3,H,W], label)``; ``train=True`` adds random flips."""
 
+    takes_sample_keys = True  # __getitem__ accepts an attnzoo.data.sampling.Sample (index + augmentation seed)
+
     def __init__(self, num_samples: int, size: int = 32, seed: int = 0, num_classes: int = 10, train: bool = False):
         self.images, self.labels = generate(num_samples, size, seed, num_classes)
         self.train = train
