@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.argv[0] = f"attnzoo {command}"
             _run_extra(command, argv[1:])
         elif command in COMMANDS or command.startswith("-"):  # options before the subcommand are Lightning's
+            from attnzoo.config_files import check_config_files
+
+            check_config_files(argv)  # before importing Lightning: a mistyped file costs no start-up time
             from attnzoo.training.cli import run_lightning_cli
 
             run_lightning_cli(argv)

@@ -132,3 +132,7 @@ def test_every_config_parses_and_instantiates(config, tmp_path, monkeypatch):
         model.lr_scheduler_factory(optimizer)
     if config.name == "gct_r50.yaml":
         assert len(groups) == 2 and groups[1]["weight_decay"] == 0.0  # GCT's beta
+    if "last_checkpoint:" in text:  # the ImageNet recipes: last.ckpt every 30 minutes too
+        from datetime import timedelta
+
+        assert cli.config.last_checkpoint.train_time_interval == timedelta(minutes=30)

@@ -136,12 +136,118 @@ def test_unreadable_images_are_skipped_with_one_warning_each(tmp_path):
     assert len(messages) == 2 and any("1_corrupt.jpg" in m for m in messages)
 
 
-def test_predict_files_from_a_folder(tmp_path):
+def test_predict_files_from_a_folder_mark_unreadable_ones(tmp_path):
     root = make_image_folder(tmp_path)
-    dm = ImageFolderDataModule(str(root), input_size=32, batch_size=4, num_workers=0, predict_path=str(root / "val"))
+    (root / "val" / "cat" / "9_broken.jpg").write_bytes(b"not an image")
+    dm = ImageFolderDataModule(str(root), input_size=32, batch_size=8, num_workers=0, predict_path=str(root / "val"))
     dm.setup("predict")
-    images, ids = next(iter(dm.predict_dataloader()))
-    assert images.shape == (4, 3, 32, 32) and ids[0].endswith("0.jpg")
+    with pytest.warns(UnreadableImageWarning, match="9_broken.jpg.*no prediction"):
+        images, ids, readable = next(iter(dm.predict_dataloader()))
+    assert images.shape == (7, 3, 32, 32) and ids[0].endswith("0.jpg")
+    assert [ident for ident, ok in zip(ids, readable.tolist()) if not ok] == [str(root / "val" / "cat" / "9_broken.jpg")]
+
+
+def test_16_bit_images_are_scaled_by_their_range_not_clipped(tmp_path):
+    ramp = (np.arange(32 * 32, dtype=np.uint32).reshape(32, 32) * 64).astype(np.uint16)  # 0 .. 65472
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as img:
+        assert img.mode.startswith("I")  # Pillow hands 16-bit greyscale PNGs over as 16/32-bit integers
+        out = ResizeCenterCrop(32, crop_pct=1.0, interpolation="nearest")(img)
+    expected = torch.from_numpy(np.rint(ramp / 257.0).astype(np.uint8))
+    assert (out[0].int() - expected.int()).abs().max() <= 1 and torch.equal(out[0], out[2])
+    assert (out == 255).float().mean() < 0.01  # Pillow's convert("RGB") clips 99.6% of these pixels to 255
+    Image.fromarray(np.full((8, 8), 0.5, np.float32), mode="F").save(tmp_path / "float.tif")
+    with Image.open(tmp_path / "float.tif") as img:
+        assert ResizeCenterCrop(8, crop_pct=1.0)(img).unique().tolist() == [128]
+
+
+def test_a_class_folder_without_a_readable_image_is_an_error_naming_it(tmp_path):
+    root = make_image_folder(tmp_path)
+    (root / "train" / "empty").mkdir()
+    (root / "val" / "empty").mkdir()
+    dm = ImageFolderDataModule(str(root), input_size=32, batch_size=2, num_workers=0)
+    with pytest.raises(AttnzooError, match=r"class folder '.*train/empty' has no image files"):
+        dm.setup("fit")
+    (root / "train" / "empty" / "a.jpg").write_bytes(b"broken")
+    (root / "train" / "empty" / "b.png").write_bytes(b"broken too")
+    with pytest.raises(AttnzooError, match=r"class folder '.*train/empty' has no readable image \(2 file"):
+        ImageFolderDataModule(str(root), input_size=32, batch_size=2, num_workers=0).setup("fit")
+
+
+def test_a_looping_folder_symlink_is_not_followed_but_symlinks_work(tmp_path):
+    root = make_image_folder(tmp_path / "data")
+    train = root / "train"
+    (train / "cat" / "loop").symlink_to(train)  # inside a class, a link back to the split: a loop
+    outside = tmp_path / "more_dogs"
+    outside.mkdir()
+    photo(64, 48, seed=7).save(outside / "x.jpg")
+    (train / "dog" / "more").symlink_to(outside)  # a folder link that does not loop: followed
+    (train / "dog" / "linked.jpg").symlink_to(outside / "x.jpg")  # a file link: followed
+    with pytest.warns(UserWarning, match="not following folder symlink") as record:
+        dataset = ImageFolder(train, ResizeCenterCrop(16, crop_pct=1.0))
+    assert dataset.classes == ["cat", "dog"]
+    paths = sorted(os.path.relpath(p, train) for p, _ in dataset.samples)
+    assert paths == ["cat/0.jpg", "cat/1.jpg", "cat/2.jpg", "dog/0.jpg", "dog/1.jpg", "dog/2.jpg", "dog/linked.jpg",
+                     "dog/more/x.jpg"]
+    assert [label for _, label in dataset.samples].count(0) == 3  # no dog relabelled as a cat
+    assert any(str(train / "cat" / "loop") in str(w.message) for w in record)
+
+
+def test_a_class_folder_linking_back_to_the_split_is_not_a_class(tmp_path):
+    train = make_image_folder(tmp_path / "data") / "train"
+    (train / "everything").symlink_to(".", target_is_directory=True)
+    with pytest.warns(UserWarning, match="not using folder symlink .*everything"):
+        dataset = ImageFolder(train, ResizeCenterCrop(16, crop_pct=1.0))
+    assert dataset.classes == ["cat", "dog"] and len(dataset) == 6
+
+
+def test_resumable_sampler_order_shards_and_position():
+    from attnzoo.data.sampling import ResumableSampler, Sample
+
+    class Ten(list):
+        takes_sample_keys = True
+
+    assert sorted(ResumableSampler(list(range(10)), seed=3)) == list(range(10))  # other datasets get plain indices
+    data = Ten(range(10))
+    one = ResumableSampler(data, seed=3)
+    one.set_epoch(1)
+    epoch1 = [s.index for s in one]
+    assert sorted(epoch1) == data and epoch1 == [s.index for s in one]  # a permutation, the same every time
+    one.set_epoch(2)
+    assert [s.index for s in one] != epoch1
+    # Two ranks: disjoint halves of the same order (10 = 2 x 5, no padding), one augmentation seed per sample.
+    ranks = [ResumableSampler(data, num_replicas=2, rank=r, seed=3) for r in (0, 1)]
+    for sampler in ranks:
+        sampler.set_epoch(1)
+    shards = [list(sampler) for sampler in ranks]
+    assert sorted(s.index for shard in shards for s in shard) == data
+    one.set_epoch(1)
+    assert {s.index: s.seed for shard in shards for s in shard} == {s.index: s.seed for s in one}  # any world size
+    # Resume after one batch of 2 per rank: the rest of the epoch, in order, then the next epoch from its start.
+    state = ranks[0].state(batches_done=1, batch_size=2, epoch_complete=False)
+    resumed = ResumableSampler(data, num_replicas=2, rank=0)
+    resumed.resume(state)
+    resumed.set_epoch(1)  # Lightning sets the epoch again at its start: the position stays
+    assert list(resumed) == shards[0][2:]
+    assert [s.index for s in resumed] == [s.index for s in shards[0]]  # a second pass starts from the beginning
+    assert isinstance(shards[0][0], Sample)
+    done = ranks[0].state(batches_done=3, batch_size=2, epoch_complete=True)
+    assert (done["epoch"], done["position"]) == (2, 0)
+
+
+def test_augmentation_depends_on_the_sample_not_on_the_loading_order(tmp_path):
+    from attnzoo.data.sampling import ResumableSampler
+
+    root = make_image_folder(tmp_path, per_class=4)
+    dataset = ImageFolder(root / "train", RandomResizedCrop(16))
+    sampler = ResumableSampler(dataset, seed=0)
+    keys = list(sampler)
+    forward = {key.index: dataset[key][0] for key in keys}
+    backward = {key.index: dataset[key][0] for key in reversed(keys)}
+    assert all(torch.equal(forward[i], backward[i]) for i in forward)
+    sampler.set_epoch(1)
+    other_epoch = {key.index: dataset[key][0] for key in sampler}
+    assert any(not torch.equal(forward[i], other_epoch[i]) for i in forward)
 
 
 # ---- CIFAR ------------------------------------------------------------------------------------------------------

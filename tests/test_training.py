@@ -162,20 +162,98 @@ def test_frozen_backbone_trains_only_attention(tmp_path):
     assert "layer1.0.conv1.gate.alpha" in changed
 
 
-def test_ema_weights_are_kept_saved_and_loaded(tmp_path):
+def test_ema_is_lightnings_weight_averaging_saved_and_loaded(tmp_path):
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    from attnzoo.training.checkpointing import LastCheckpoint
+
     clf = ImageClassifier("eca_r18", num_classes=10, ema_decay=0.5)
+    trainer = tiny_trainer(tmp_path, enable_checkpointing=True, callbacks=[LastCheckpoint(dirpath=tmp_path)])
+    trainer.fit(clf, tiny_data())
+    assert any(isinstance(cb, EMAWeightAveraging) for cb in trainer.callbacks)
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)  # written at the epoch end
+    averaged, live = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert not any(k.startswith("ema.") for k in averaged)
+    assert not torch.equal(averaged["model.fc.weight"], live["model.fc.weight"])
+    net = load_checkpoint_model(tmp_path / "last.ckpt")
+    assert torch.equal(net.fc.weight, averaged["model.fc.weight"])
+    raw = load_checkpoint_model(tmp_path / "last.ckpt", use_ema=False)
+    assert torch.equal(raw.fc.weight, live["model.fc.weight"])
+    assert net.config.class_names == tuple(str(i) for i in range(10)) and net.config.num_classes == 10
+    reloaded = ImageClassifier.load_from_checkpoint(tmp_path / "last.ckpt")  # evaluation uses the average
+    assert torch.equal(reloaded.model.fc.weight, averaged["model.fc.weight"])
+
+
+def old_ema_checkpoint(tmp_path, decay=0.5):
+    """A checkpoint in the layout of attnzoo 0.1 (ImageClassifier kept an AveragedModel as ``self.ema``): the
+    trained weights as ``model.*``, the average as ``ema.module.*`` and ``ema.n_averaged``, ``attnzoo.ema`` True
+    and ``ema_decay`` among the hyper-parameters, as that code wrote them (keys checked against a file it wrote)."""
+    clf = ImageClassifier("eca_mobilenetv2", num_classes=10, model_args={"width_mult": 0.25})
     trainer = tiny_trainer(tmp_path)
     trainer.fit(clf, tiny_data())
-    path = tmp_path / "ema.ckpt"
+    path = tmp_path / "new.ckpt"
     trainer.save_checkpoint(path)
-    state = torch.load(path, weights_only=True)["state_dict"]
-    ema_keys = [k for k in state if k.startswith("ema.module.")]
-    assert ema_keys and not torch.equal(state["ema.module.fc.weight"], state["model.fc.weight"])
-    net = load_checkpoint_model(path)
-    assert torch.equal(net.fc.weight, state["ema.module.fc.weight"])
-    raw = load_checkpoint_model(path, use_ema=False)
-    assert torch.equal(raw.fc.weight, state["model.fc.weight"])
+    checkpoint = torch.load(path, weights_only=True)
+    live = checkpoint["state_dict"]
+    average = {k: v + 1 if v.is_floating_point() else v.clone() for k, v in live.items()}
+    checkpoint["state_dict"] = {**live, **{"ema.module." + k[len("model."):]: v for k, v in average.items()},
+                                "ema.n_averaged": torch.tensor(2)}
+    checkpoint["hyper_parameters"]["ema_decay"] = decay
+    checkpoint["attnzoo"]["ema"] = True
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    return old, live, average
+
+
+def test_checkpoints_of_the_previous_ema_layout_still_load_and_resume(tmp_path):
+    old, live, average = old_ema_checkpoint(tmp_path)
+    # Evaluation: the average, as before.
+    reloaded = ImageClassifier.load_from_checkpoint(old)
+    assert all(torch.equal(v, average[f"model.{k}"]) for k, v in reloaded.model.state_dict().items())
+    net = load_checkpoint_model(old)
+    assert torch.equal(net.classifier[-1].weight, average["model.classifier.1.weight"])
     assert net.config.class_names == tuple(str(i) for i in range(10)) and net.config.num_classes == 10
+    metrics = tiny_trainer(tmp_path).validate(ImageClassifier("eca_mobilenetv2", num_classes=10,
+                                                              model_args={"width_mult": 0.25}),
+                                              tiny_data(), ckpt_path=old, verbose=False)
+    assert "val/acc1" in metrics[0]
+
+    # Resuming: the trained weights keep training, the average continues from the old one.
+    seen = {}
+
+    class Look(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            ema = next(cb for cb in trainer.callbacks if type(cb).__name__ == "EMA")
+            seen["live"] = pl_module.model.state_dict()["classifier.1.weight"].clone()
+            seen["average"] = ema._average_model.module.model.state_dict()["classifier.1.weight"].clone()
+
+    clf = ImageClassifier("eca_mobilenetv2", num_classes=10, model_args={"width_mult": 0.25}, ema_decay=0.5)
+    tiny_trainer(tmp_path, max_epochs=2, callbacks=[Look()]).fit(clf, tiny_data(), ckpt_path=old)
+    assert torch.equal(seen["live"], live["model.classifier.1.weight"])
+    assert torch.equal(seen["average"], average["model.classifier.1.weight"])
+
+
+def test_freezing_is_a_callback_that_keeps_requires_grad(tmp_path):
+    from attnzoo.training.freezing import BackboneFreeze
+
+    clf = ImageClassifier("gct_r18", num_classes=10, freeze_backbone_epochs=1, train_head_while_frozen=True)
+    trainer = tiny_trainer(tmp_path, max_epochs=2)
+    before = {k: v.clone() for k, v in clf.model.state_dict().items()}
+    frozen_after_epoch0 = {}
+
+    class Look(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 0:
+                frozen_after_epoch0.update({k: v.clone() for k, v in pl_module.model.state_dict().items()})
+
+    trainer.callbacks.append(Look())
+    trainer.fit(clf, tiny_data())
+    assert any(isinstance(cb, BackboneFreeze) for cb in trainer.callbacks)
+    assert all(p.requires_grad for p in clf.model.parameters())  # DDP's reducer and compiled graphs stay valid
+    assert torch.equal(frozen_after_epoch0["conv1.weight"], before["conv1.weight"])
+    assert not torch.equal(frozen_after_epoch0["fc.weight"], before["fc.weight"])  # the head trained
+    assert not torch.equal(clf.model.conv1.weight, before["conv1.weight"])  # thawed in epoch 1
+    assert clf.model.bn1.training  # BatchNorm back in training mode after the frozen epoch
 
 
 def test_checkpoint_rebuilds_model_with_classes_and_preprocessing(tmp_path):
@@ -203,3 +281,26 @@ def test_compile_on_cpu_keeps_checkpoint_keys_clean(tmp_path):
     keys = torch.load(tmp_path / "c.ckpt", weights_only=True)["state_dict"].keys()
     assert "model.conv1.weight" in keys and not any("_orig_mod" in k for k in keys)
     assert load_checkpoint_model(tmp_path / "c.ckpt").config.architecture == "eca_r18"
+
+
+def test_resuming_a_previous_versions_checkpoint_keeps_writing_its_last_ckpt(tmp_path):
+    from attnzoo.training.checkpointing import LastCheckpoint
+
+    old, _, _ = old_ema_checkpoint(tmp_path)
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    checkpoint = torch.load(old, weights_only=True)
+    # attnzoo 0.1 had one ModelCheckpoint, which wrote last.ckpt (save_last=True).
+    checkpoint["callbacks"] = {"ModelCheckpoint{'monitor': 'val/acc1', 'mode': 'max', 'every_n_train_steps': 0, "
+                               "'every_n_epochs': 1, 'train_time_interval': None}": {
+                                   "monitor": "val/acc1", "best_model_score": None, "best_model_path": "",
+                                   "current_score": None, "dirpath": str(folder), "best_k_models": {},
+                                   "kth_best_model_path": "", "kth_value": torch.tensor(0.0),
+                                   "last_model_path": str(folder / "last.ckpt")}}
+    torch.save(checkpoint, folder / "last.ckpt")
+    clf = ImageClassifier("eca_mobilenetv2", num_classes=10, model_args={"width_mult": 0.25}, ema_decay=0.5)
+    trainer = tiny_trainer(tmp_path, max_epochs=2, enable_checkpointing=True,
+                           callbacks=[LastCheckpoint(dirpath=str(folder))])
+    trainer.fit(clf, tiny_data(), ckpt_path=folder / "last.ckpt")
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
+    assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 1

@@ -7,7 +7,12 @@ carries them: configs never repeat them.
 
 Datasets yield uint8 images; the model normalises them on its device with ``preprocessing``'s mean and std
 (a quarter of the bytes through pinned memory, and normalisation costs nothing on an accelerator).
-Predict batches are ``(images, ids)`` where an id says which image it was (a path, or a sample index).
+Predict batches are ``(images, ids)`` where an id says which image it was (a path, or a sample index), or
+``(images, ids, readable)`` from image files, where ``readable`` is False for a file that could not be decoded.
+
+Training batches come from a :class:`attnzoo.data.sampling.ResumableSampler`: the order and the augmentation
+follow from the run's seed, and the position inside an epoch is saved in checkpoints (:meth:`state_dict`), so
+a run resumed from a mid-epoch checkpoint sees exactly the batches it would have seen without the interruption.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from attnzoo.data.image_folder import ImageFiles, ImageFolder
+from attnzoo.data.sampling import ResumableSampler
 from attnzoo.data.transforms import eval_transform
 from attnzoo.errors import AttnzooError
 from attnzoo.preprocessing import Preprocessing
@@ -60,6 +66,8 @@ class ClassificationDataModule(L.LightningDataModule):
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
         self.predict_set: Dataset | None = None
+        self._train_sampler: ResumableSampler | None = None
+        self._resume_state: dict | None = None
 
     # What the model needs to know; subclasses set these in __init__.
     @property
@@ -83,16 +91,26 @@ class ClassificationDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset | None, name: str, train: bool = False) -> DataLoader:
         if dataset is None:
             raise AttnzooError(f"{type(self).__name__} has no {name} data.")
+        sampler = None
+        if train:
+            trainer = self.trainer
+            world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+            sampler = self._train_sampler = ResumableSampler(dataset, num_replicas=world, rank=rank)
+            if self._resume_state is not None:  # kept: a loader rebuilt later in the run resumes the same way
+                sampler.resume(self._resume_state)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            sampler=sampler,
             # Every training batch has the same shape: no recompiles with torch.compile, no tiny last batch
             # for BatchNorm.
             drop_last=train and len(dataset) >= self.batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers,
+            # Its own generator (worker seeds): loading data never draws from the global RNG, which dropout and
+            # mixing use, so a resumed run's global RNG continues exactly where the checkpoint left it.
+            generator=torch.Generator().manual_seed(0),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -106,6 +124,24 @@ class ClassificationDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_set, "predict")
+
+    # ---- resuming ----------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """The training order's position, saved in every checkpoint by Lightning."""
+        trainer, sampler = self.trainer, self._train_sampler
+        if trainer is None or sampler is None or trainer.state.fn != "fit":
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        complete = done >= trainer.num_training_batches
+        return {"sampler": sampler.state(done, self.batch_size, complete)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Called by Lightning before the training loader is built when a run resumes."""
+        self._resume_state = state_dict.get("sampler")
+        # Lightning may have built the training loader already (to count the steps of the schedule).
+        if self._resume_state is not None and self._train_sampler is not None:
+            self._train_sampler.resume(self._resume_state)
 
     def teardown(self, stage: str) -> None:
         """Report the images that could not be read during this stage (one line, with a count)."""

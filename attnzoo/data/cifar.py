@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from attnzoo.data.sampling import unpack
 from attnzoo.errors import AttnzooError
 
 try:  # NumPy 2
@@ -187,6 +188,8 @@ class CifarDataset(Dataset):
     """CIFAR images as uint8 tensors [3,32,32] with labels; ``train=True`` adds the standard augmentation
     (random 32x32 crop of the image padded by 4 with zeros, horizontal flip)."""
 
+    takes_sample_keys = True  # __getitem__ accepts an attnzoo.data.sampling.Sample (index + augmentation seed)
+
     def __init__(self, folder: Path, variant: str, split: str, augment: bool = False):
         archive = ARCHIVES[variant]
         files = archive.train_files if split == "train" else archive.test_files
@@ -200,13 +203,17 @@ class CifarDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key) -> tuple[torch.Tensor, int]:
+        index, rng = unpack(key)
         image = self.images[index]
         if self.augment:
             padded = torch.nn.functional.pad(image, (4, 4, 4, 4))
-            top, left = torch.randint(0, 9, (2,)).tolist()
+            if rng is not None:
+                top, left, flip = rng.randint(0, 8), rng.randint(0, 8), rng.random() < 0.5
+            else:
+                (top, left), flip = torch.randint(0, 9, (2,)).tolist(), torch.rand(()).item() < 0.5
             image = padded[:, top : top + 32, left : left + 32]
-            if torch.rand(()) < 0.5:
+            if flip:
                 image = image.flip(-1)
         return image, int(self.labels[index])
 

@@ -81,7 +81,9 @@ class ImageFolderDataModule(ClassificationDataModule):
 
     def _split(self, split: str, train: bool) -> ImageFolder:
         transform = train_transform(self._preprocessing) if train else eval_transform(self._preprocessing)
-        return ImageFolder(self.data_dir / self.split_dirs[split], transform, classes=self._class_names)
+        # The training split defines the classes: each of its class folders must hold a readable image.
+        return ImageFolder(self.data_dir / self.split_dirs[split], transform, classes=self._class_names,
+                           check_classes=split == "train")
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_set is None:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from attnzoo.data.sampling import unpack
 from attnzoo.errors import AttnzooError
 
 SHAPE_CLASSES = (
@@ -134,6 +135,8 @@ def generate(num_samples: int, size: int = 32, seed: int = 0, num_classes: int =
 class ShapesDataset(Dataset):
     """In-memory generated shapes: ``(uint8 image [3,H,W], label)``; ``train=True`` adds random flips."""
 
+    takes_sample_keys = True  # __getitem__ accepts an attnzoo.data.sampling.Sample (index + augmentation seed)
+
     def __init__(self, num_samples: int, size: int = 32, seed: int = 0, num_classes: int = 10, train: bool = False):
         self.images, self.labels = generate(num_samples, size, seed, num_classes)
         self.train = train
@@ -141,8 +144,9 @@ class ShapesDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key) -> tuple[torch.Tensor, int]:
+        index, rng = unpack(key)
         image = self.images[index]
-        if self.train and torch.rand(()) < 0.5:
+        if self.train and (rng.random() if rng is not None else torch.rand(()).item()) < 0.5:
             image = image.flip(-1)
         return image, int(self.labels[index])

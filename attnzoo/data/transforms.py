@@ -55,7 +55,7 @@ def _decode(img: Image.Image, box: tuple, out_size: int, draft: bool = True) -> 
     scale = min((right - left) / out_size, (bottom - top) / out_size)
     if draft and scale >= 2 and img.format == "JPEG":
         img.draft("RGB", (math.ceil(width / scale), math.ceil(height / scale)))
-    rgb = img.convert("RGB")
+    rgb = to_rgb(img)
     fx, fy = rgb.size[0] / width, rgb.size[1] / height
     return rgb, (left * fx, top * fy, right * fx, bottom * fy)
 
@@ -103,11 +103,13 @@ class RandomResizedCrop:
         left, top = (width - w) // 2, (height - h) // 2
         return left, top, left + w, top + h
 
-    def __call__(self, img: Image.Image) -> torch.Tensor:
-        box = self.sample_box(*img.size)
+    def __call__(self, img: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
+        """``rng``: the sample's own generator (see :mod:`attnzoo.data.sampling`); the global one when None."""
+        rng = rng or random
+        box = self.sample_box(*img.size, rng=rng)
         rgb, box = _decode(img, box, self.size, self.draft)
         out = rgb.resize((self.size, self.size), self.resample, box=box)
-        if random.random() < self.flip_prob:
+        if rng.random() < self.flip_prob:
             out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return to_uint8_tensor(out)
 
@@ -124,7 +126,7 @@ class ResizeCenterCrop:
         self.resize_to = int(math.floor(self.size / crop_pct))
         self.resample = resample_mode(interpolation)
 
-    def __call__(self, img: Image.Image) -> torch.Tensor:
+    def __call__(self, img: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
         width, height = img.size
         # The integer sizes and offsets of "resize the shorter side, then center-crop" (torchvision's rounding),
         # mapped back to the original: resampling that box directly gives the same pixels in one step.
@@ -138,6 +140,33 @@ class ResizeCenterCrop:
         box = (left * fx, top * fy, (left + self.size) * fx, (top + self.size) * fy)
         rgb, box = _decode(img, box, self.size, self.draft)
         return to_uint8_tensor(rgb.resize((self.size, self.size), self.resample, box=box))
+
+
+# Pillow's modes for more than 8 bits per sample: 16-bit greyscale PNG and TIFF ("I;16*"), 32-bit integers ("I",
+# what 16-bit PNGs become after some operations) and floats ("F").
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB, with more-than-8-bit images scaled by their value range rather than clipped.
+
+    Pillow's own ``convert("RGB")`` clips 16-bit samples at 255 (a 16-bit PNG turns almost white). Here 16-bit
+    integer images map 0..65535 to 0..255 (also 32-bit integer images whose values all fit in 16 bits, which is
+    how Pillow hands over some 16-bit files; otherwise their full signed 32-bit range), and float images 0..1
+    (values outside are clipped).
+    """
+    if img.mode not in _WIDE_MODES:
+        return img.convert("RGB")
+    values = np.asarray(img).astype(np.float64)
+    if img.mode == "F":
+        low, high = 0.0, 1.0
+    elif img.mode.startswith("I;16") or (values.size and values.min() >= 0 and values.max() <= 65535):
+        low, high = 0.0, 65535.0
+    else:  # genuinely 32-bit signed samples
+        low, high = -(2.0**31), 2.0**31 - 1
+    scaled = (values - low) * (255.0 / (high - low))
+    grey = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+    return grey.convert("RGB")
 
 
 def to_uint8_tensor(img: Image.Image) -> torch.Tensor:

@@ -8,22 +8,46 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
+from attnzoo.errors import AttnzooError
+
 
 class PredictionWriter(L.Callback):
     """Shows what ``attnzoo predict`` found: one line per image with the top classes and probabilities
-    (at most ``print_limit`` lines), and, with ``output_file``, every prediction as a JSON line.
+    (at most ``print_limit`` lines), and, with ``output_file``, every prediction as a JSON line. An image that
+    could not be read gets a line saying so (``{"input": ..., "error": "unreadable image"}``), not a prediction.
 
     Args:
         output_file: a ``.jsonl`` file for all predictions (one per rank under DDP: ``name.rank1.jsonl`` ...).
+        overwrite: replace an existing ``output_file``; without it an existing file is an error, raised before
+            anything is predicted.
         print_limit: lines printed at most; 0 prints none.
         print_top: classes shown per line.
     """
 
-    def __init__(self, output_file: str | None = None, print_limit: int = 50, print_top: int = 3):
+    def __init__(self, output_file: str | None = None, overwrite: bool = False, print_limit: int = 50,
+                 print_top: int = 3):
         self.output_file = output_file
+        self.overwrite = overwrite
         self.print_limit = print_limit
         self.print_top = print_top
         self._rows: list[dict] = []
+
+    def output_path(self, trainer: L.Trainer) -> Path | None:
+        if not self.output_file:
+            return None
+        path = Path(self.output_file)
+        if trainer.world_size > 1 and trainer.global_rank > 0:
+            path = path.with_suffix(f".rank{trainer.global_rank}{path.suffix}")
+        return path
+
+    def check_output(self, path: Path | None) -> None:
+        if path is not None and path.exists() and not self.overwrite:
+            raise AttnzooError(f"--predictions.output_file {str(path)!r} exists; pass --predictions.overwrite true to "
+                               "replace it, or choose another file.")
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "predict":
+            self.check_output(self.output_path(trainer))
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._rows = []
@@ -36,12 +60,10 @@ class PredictionWriter(L.Callback):
         # After every callback's on_predict_end: the progress bar is closed and the lines stay clean.
         if stage != "predict":
             return
-        if self.output_file:
-            path = Path(self.output_file)
-            if trainer.world_size > 1 and trainer.global_rank > 0:
-                path = path.with_suffix(f".rank{trainer.global_rank}{path.suffix}")
+        path = self.output_path(trainer)
+        if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "w") as f:
+            with open(path, "w" if self.overwrite else "x") as f:
                 for row in self._rows:
                     f.write(json.dumps(row) + "\n")
             rank_zero_info(f"predictions written to {path}")
@@ -52,5 +74,7 @@ class PredictionWriter(L.Callback):
             print("\n".join(lines), flush=True)
 
     def format(self, row: dict) -> str:
+        if "error" in row:
+            return f"{row['input']}: no prediction ({row['error']})"
         shown = zip(row["classes"][: self.print_top], row["probabilities"][: self.print_top])
         return f"{row['input']}: " + ", ".join(f"{name} {prob:.1%}" for name, prob in shown)

@@ -7,9 +7,14 @@ with the preprocessing's mean and std.
 
 A checkpoint carries, beside the weights, ``checkpoint["attnzoo"]`` = {attnzoo_config, preprocessing,
 class_names, ema} (the network's ``model.config`` in plain values): enough to rebuild the network from the
-``.ckpt`` alone
-(:func:`attnzoo.training.checkpoint.load_checkpoint_model`). With EMA on, the averaged weights are stored as
-``ema.module.*`` next to the trained ``model.*``.
+``.ckpt`` alone (:func:`attnzoo.training.checkpoint.load_checkpoint_model`).
+
+Cross-cutting features are callbacks, which the module adds itself (``configure_callbacks``) so the options stay
+where recipes set them: ``ema_decay`` is Lightning's ``EMAWeightAveraging`` (:mod:`attnzoo.training.ema`; the
+averaged weights are the checkpoint's ``state_dict``, the trained ones its ``current_model_state``) and
+``freeze_backbone_epochs`` is :class:`attnzoo.training.freezing.BackboneFreeze`. Checkpoints of earlier versions,
+which kept the average as ``ema.module.*`` inside the module, are converted when they are loaded
+(:func:`attnzoo.training.legacy.upgrade_checkpoint`).
 """
 
 from __future__ import annotations
@@ -21,15 +26,14 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from attnzoo.attention import AttentionModule
 from attnzoo.compiling import COMPILE_MODES, CompileMode, compile_kwargs
 from attnzoo.errors import AttnzooError
 from attnzoo.preprocessing import Preprocessing
 from attnzoo.registry import config_of, create_model
+from attnzoo.training.legacy import upgrade_checkpoint
 from attnzoo.training.mixing import MixupCutmix
 from attnzoo.training.param_groups import NO_WEIGHT_DECAY_CHOICES, NoWeightDecay, parameter_groups
 from attnzoo.training.schedules import EpochSchedule
@@ -70,12 +74,14 @@ class ImageClassifier(L.LightningModule):
         label_smoothing: label smoothing of the cross-entropy loss.
         mixup_alpha, cutmix_alpha: Beta-distribution parameters; 0 turns each off.
         ema_decay: keep an exponential moving average of the weights with this decay (e.g. 0.9998), use it for
-            validation, testing and prediction, and store it in checkpoints. None: off.
+            validation, testing and prediction, and store it in checkpoints (Lightning's EMAWeightAveraging,
+            see :mod:`attnzoo.training.ema`). None: off.
         compile: False, True / "default", "reduce-overhead", "max-autotune" or "max-autotune-no-cudagraphs":
             ``torch.compile`` the inner network in place (checkpoint keys stay clean).
         channels_last: NHWC memory format for the network and its inputs (faster convolutions on recent GPUs).
         freeze_backbone_epochs: for the first N epochs, train only the attention modules (GCT's retrofit
-            recipe: insert attention into a pretrained network, train it, then fine-tune everything).
+            recipe: insert attention into a pretrained network, train it, then fine-tune everything); see
+            :class:`attnzoo.training.freezing.BackboneFreeze`.
         train_head_while_frozen: also train the classifier while the backbone is frozen (needed when the head
             is new, e.g. fine-tuning to other classes).
         top_k: how many classes ``predict`` returns per image.
@@ -137,15 +143,10 @@ class ImageClassifier(L.LightningModule):
         self.channels_last = channels_last
         self.freeze_backbone_epochs = freeze_backbone_epochs
         self.train_head_while_frozen = train_head_while_frozen
+        self.ema_decay = ema_decay
         self.no_weight_decay = no_weight_decay
         self.top_k = min(top_k, self.num_classes)
         self._compiled = False
-
-        # Created before any compile so the average is a plain copy; not trained by the optimizer.
-        self.ema = None
-        if ema_decay is not None:
-            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
-            self.ema.requires_grad_(False)
 
         k5 = min(5, self.num_classes)
         for stage in ("train", "val", "test"):
@@ -199,8 +200,6 @@ class ImageClassifier(L.LightningModule):
         """Compile the inner network in place (keys stay ``model.*``) before DDP wraps the module."""
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-            if self.ema is not None:
-                self.ema.to(memory_format=torch.channels_last)
         if self.compile_mode and not self._compiled:
             mode = None if self.compile_mode is True else self.compile_mode
             # Still on the CPU here when training on a GPU: the strategy moves the model after this hook.
@@ -225,36 +224,17 @@ class ImageClassifier(L.LightningModule):
             interval = "step"
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
-    @property
-    def backbone_frozen(self) -> bool:
-        return self.training and self.current_epoch < self.freeze_backbone_epochs
+    def configure_callbacks(self) -> list[L.Callback]:
+        """EMA and backbone freezing, when their options are set (they replace callbacks of the same type)."""
+        from attnzoo.training.ema import EMA
+        from attnzoo.training.freezing import BackboneFreeze
 
-    def frozen_parameters(self) -> list[nn.Parameter]:
-        """The parameters not trained while the backbone is frozen."""
-        trainable = {id(p) for m in self.model.modules() if isinstance(m, AttentionModule) for p in m.parameters()}
-        if self.train_head_while_frozen and hasattr(self.model, "get_classifier"):
-            trainable.update(id(p) for p in self.model.get_classifier().parameters())
-        return [p for p in self.model.parameters() if id(p) not in trainable]
-
-    def on_before_optimizer_step(self, optimizer) -> None:
-        # Dropping the gradients (instead of requires_grad=False) keeps DDP's reducer and compiled graphs intact;
-        # the optimizer skips parameters without a gradient (no update, no weight decay, no momentum).
-        if self.backbone_frozen:
-            for param in self.frozen_parameters():
-                param.grad = None
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode and self.freeze_backbone_epochs and self._trainer is not None and self.backbone_frozen:
-            # A frozen backbone keeps its BatchNorm statistics too; attention modules' own norms still train.
-            attention_norms = {id(m) for a in self.model.modules() if isinstance(a, AttentionModule) for m in a.modules()}
-            for module in self.model.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and id(module) not in attention_norms:
-                    module.eval()
-        return self
-
-    def on_train_epoch_start(self) -> None:
-        self.train()  # re-apply the frozen/unfrozen BatchNorm modes at the epoch boundary
+        callbacks: list[L.Callback] = []
+        if self.ema_decay is not None:
+            callbacks.append(EMA(decay=self.ema_decay))
+        if self.freeze_backbone_epochs:
+            callbacks.append(BackboneFreeze(self.freeze_backbone_epochs, train_head=self.train_head_while_frozen))
+        return callbacks
 
     # ---- steps ------------------------------------------------------------------------------------------------
 
@@ -268,9 +248,6 @@ class ImageClassifier(L.LightningModule):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(self.prepare_input(images))
-
-    def _eval_net(self) -> nn.Module:
-        return self.ema.module if self.ema is not None else self.model
 
     def training_step(self, batch, batch_idx):
         images, labels = batch
@@ -289,13 +266,9 @@ class ImageClassifier(L.LightningModule):
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
-
     def _evaluate(self, batch, stage: str) -> None:
         images, labels = batch
-        logits = self._eval_net()(self.prepare_input(images))
+        logits = self.model(self.prepare_input(images))
         loss = F.cross_entropy(logits, labels)
         getattr(self, f"{stage}_loss").update(loss, weight=len(labels))
         getattr(self, f"{stage}_metrics").update(logits, labels)
@@ -309,9 +282,11 @@ class ImageClassifier(L.LightningModule):
         self._evaluate(batch, "test")
 
     def predict_step(self, batch, batch_idx) -> list[dict]:
-        """Per image: its id, the top-k class indices, class names and probabilities."""
-        images, ids = batch if isinstance(batch, (list, tuple)) else (batch, None)
-        probs = self._eval_net()(self.prepare_input(images)).float().softmax(dim=-1)
+        """Per image: its id, the top-k class indices, class names and probabilities; for an image marked
+        unreadable (batches ``(images, ids, readable)``), its id and ``"error"`` instead of a prediction."""
+        images, ids, *rest = batch if isinstance(batch, (list, tuple)) else (batch, None)
+        readable = [bool(r) for r in rest[0]] if rest else [True] * len(images)
+        probs = self.model(self.prepare_input(images)).float().softmax(dim=-1)
         top_probs, top_indices = probs.topk(self.top_k, dim=-1)
         if ids is None:
             ids = [f"{batch_idx}:{i}" for i in range(len(images))]
@@ -324,7 +299,8 @@ class ImageClassifier(L.LightningModule):
                 "classes": [self.class_names[i] for i in indices],
                 "probabilities": [round(p, 6) for p in ps],
             }
-            for ident, indices, ps in zip(ids, top_indices.tolist(), top_probs.tolist())
+            if ok else {"input": str(ident), "error": "unreadable image"}
+            for ident, indices, ps, ok in zip(ids, top_indices.tolist(), top_probs.tolist(), readable)
         ]
 
     # ---- checkpoints --------------------------------------------------------------------------------------
@@ -338,5 +314,9 @@ class ImageClassifier(L.LightningModule):
                                                                                 "model_args")},
             "preprocessing": self.preprocessing.to_dict(),
             "class_names": self.class_names,
-            "ema": self.ema is not None,
+            # False: no ema.module.* copy in this module's state (EMA now lives in the checkpoint's state_dict).
+            "ema": False,
         }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        upgrade_checkpoint(checkpoint)

@@ -90,9 +90,13 @@ def model_from_lightning_checkpoint(path: str | Path, use_ema: bool | None = Non
         k.startswith(EMA_PREFIX) for k in checkpoint["state_dict"]
     ) and "current_model_state" not in checkpoint:
         raise AttnzooError(f"{str(path)!r} has no EMA weights (the run had ema_decay unset).")
-    state, weights = _split_state(checkpoint["state_dict"], path, use_ema=use_ema is not False)
+    averaged_by_callback = isinstance(checkpoint.get("current_model_state"), Mapping)
+    if averaged_by_callback and use_ema is False:  # the trained (not averaged) weights
+        state, weights = _split_state(checkpoint["current_model_state"], path, use_ema=False)
+    else:
+        state, weights = _split_state(checkpoint["state_dict"], path, use_ema=use_ema is not False)
     notes = []
-    if "current_model_state" in checkpoint:
+    if averaged_by_callback and use_ema is not False:
         weights = "ema"
         notes.append("weights: the averaged (EMA) weights saved by Lightning's WeightAveraging callback")
     elif weights == "ema":
