@@ -21,6 +21,8 @@ _LAZY = {
     "AttnzooError": "attnzoo.errors",
     "load": "attnzoo.weights",
     "save_pretrained": "attnzoo.weights",
+    "export_onnx": "attnzoo.export",
+    "export_program": "attnzoo.export",
 }
 
 __all__ = ["__version__", *_LAZY]
