@@ -39,7 +39,9 @@ def bench_command(
             (timm peers only where timm is installed). Default: [r50, "*_r50"].
         tasks: infer (forward under inference_mode) and/or train (forward, backward, SGD step). Default: both.
         compile: eager and/or torch.compile modes (default, reduce-overhead, max-autotune,
-            max-autotune-no-cudagraphs); the first is the reference for speedups. Default: [default].
+            max-autotune-no-cudagraphs), and onnxruntime (the model as `attnzoo export --format onnx` writes it,
+            run on the CPU; fp32 inference only, its compile time is the export); the first is the reference for
+            speedups. Default: [default].
         batch_sizes: swept. Default: [8].
         resolutions: image sides, swept. Default: [224].
         dtypes: fp32, or bf16/fp16 autocast. Default: [fp32].

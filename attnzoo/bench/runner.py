@@ -20,7 +20,7 @@ from attnzoo.bench import memory
 from attnzoo.bench.machine import describe
 from attnzoo.bench.selection import Entry, select
 from attnzoo.bench.timing import Contestant, interleave, summary, warm_up
-from attnzoo.bench.workload import COMPILE_MODES, DTYPES, EAGER, TASKS, Setting, make_workload
+from attnzoo.bench.workload import COMPILE_MODES, DTYPES, EAGER, ONNXRUNTIME, TASKS, Setting, applies, make_workload
 from attnzoo.errors import AttnzooError
 
 
@@ -149,7 +149,7 @@ def run(
     """
     groups = select(models)
     tasks = _check_choice("tasks", tasks, TASKS)
-    modes = _check_choice("compile", compile, (EAGER, *COMPILE_MODES))
+    modes = _check_choice("compile", compile, (EAGER, *COMPILE_MODES, ONNXRUNTIME))
     dtypes = _check_choice("dtypes", dtypes, tuple(DTYPES))
     layouts = _check_choice("channels_last", channels_last, (False, True))
     batch_sizes = _check_positive("batch_sizes", batch_sizes)
@@ -203,6 +203,9 @@ def _measure_setting(entries, modes, setting, num_classes, model_args, warmup, r
     log(f"-- {entries[0].backbone}: {setting.describe()}")
     torch._dynamo.reset()
     workloads, contestants, rows = {}, {}, {}
+    modes = [mode for mode in modes if applies(mode, setting)]  # onnxruntime: CPU fp32 inference only
+    if not modes:
+        return [], []
     for entry, mode in itertools.product(entries, modes):
         key = (entry.label, mode)
         rows[key] = _row(entry, mode, setting)
@@ -232,6 +235,8 @@ def _measure_setting(entries, modes, setting, num_classes, model_args, warmup, r
     speedups = _ratio_rows(rows, contestants, entries, modes)
     if measure_memory:
         for key, workload in workloads.items():
+            if not workload.measures_memory:
+                continue
             try:
                 rows[key]["peak_memory_bytes"] = memory.peak_bytes(workload, setting.device)
             except Exception as err:  # noqa: BLE001
