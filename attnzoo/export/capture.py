@@ -36,8 +36,8 @@ def load_source(source: str | Path | nn.Module) -> Source:
     accepts (a registry name, ``hf-hub:ORG/NAME[@REV]``, a weights directory or ``.safetensors`` file), or a model
     built by attnzoo."""
     if isinstance(source, nn.Module):
-        return Source(source, source.attnzoo_config["architecture"] if hasattr(source, "attnzoo_config") else "",
-                      model_identity(source))
+        identity = model_identity(source)
+        return Source(source, f"{identity['architecture']} (a model in memory)", identity)
     if not isinstance(source, (str, Path)) or not str(source).strip():
         raise AttnzooError(f"an export source must be a non-empty string or a model, got {source!r}.")
     text = str(source).strip()
