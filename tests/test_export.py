@@ -354,7 +354,9 @@ def parity_job(name: str, path: str, exported: bool) -> dict:
         export_onnx(model, path, check=False)
     exported_at, exported_cpu = time.perf_counter(), cpu()
     errors = relative_errors(model, path, threads=1)
-    os.remove(path)  # the 42 files hold ~7 GB of weights together
+    for leftover in (path, path + ".data"):  # the 42 files hold ~7 GB of weights together (GAM-R152's beside it)
+        if os.path.exists(leftover):
+            os.remove(leftover)
     return {"errors": errors, "export_s": exported_at - start, "export_cpu_s": exported_cpu - start_cpu,
             "check_s": time.perf_counter() - exported_at, "check_cpu_s": cpu() - exported_cpu}
 
@@ -379,7 +381,7 @@ def all_models_exported(request, onnx_exports, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", attnzoo.list_models())
 def test_every_model_exports_and_matches_eager_in_onnxruntime(name, all_models_exported):
-    result = all_models_exported[name].result(timeout=1800)
+    result = all_models_exported[name].result()  # no timeout: a job may wait behind all the others
     print(f"{name}: export {result['export_s']:.1f}s (cpu {result['export_cpu_s']:.1f}s), check {result['check_s']:.1f}s "
           f"(cpu {result['check_cpu_s']:.1f}s), errors {result['errors']}")
     assert max(result["errors"]) <= TOLERANCE, (name, result["errors"])

@@ -41,7 +41,7 @@ class Exported:
     path: Path
     format: str
     metadata: dict
-    files: list[Path] = field(default_factory=list)  # the .onnx and, for a model over 2 GB, its external data
+    files: list[Path] = field(default_factory=list)  # the .onnx and, over 1.5 GB of weights, its external data
     opset: int | None = None
     checks: list[dict] = field(default_factory=list)  # per checked shape: shape, relative_error
     seconds: float = 0.0
@@ -139,7 +139,7 @@ def export_onnx(source: str | Path | nn.Module, path: str | Path, *, opset: int 
     Args:
         source: a Lightning checkpoint, anything :func:`attnzoo.load` accepts, or a model from
             :func:`attnzoo.create_model`.
-        path: the ``.onnx`` file to write (a model over 2 GB gets its weights in ``<path>.data`` beside it).
+        path: the ``.onnx`` file to write (over 1.5 GB of weights go to ``<path>.data`` beside it).
         opset: the ONNX opset (default 18, that of torch's ONNX function library).
         fold_preprocessing: put ``(image / 255 - mean) / std`` inside the graph, which then takes uint8 RGB
             NCHW images (0-255) instead of normalised float32 ones.
