@@ -8,8 +8,8 @@
     >>> attnzoo.attention.create("se", 64)
 
 This module is the public facade, on top of everything else: the subpackages (attention, backbones, data,
-training, weights, bench) are its attributes, and nothing inside the package imports it. Imports are lazy so
-that ``import attnzoo`` stays cheap (the command line starts fast).
+training, weights, bench, export) are its attributes, and nothing inside the package imports it. Imports are
+lazy so that ``import attnzoo`` stays cheap (the command line starts fast).
 """
 
 from __future__ import annotations
@@ -26,10 +26,12 @@ _LAZY = {
     "AttnzooError": "attnzoo.errors",
     "load": "attnzoo.weights",
     "save_pretrained": "attnzoo.weights",
+    "export_onnx": "attnzoo.export",
+    "export_program": "attnzoo.export",
 }
 # Reachable as attributes (`attnzoo.attention.create(...)`) without importing them first.
 SUBMODULES = (
-    "attention", "backbones", "bench", "data", "training", "weights",
+    "attention", "backbones", "bench", "data", "export", "training", "weights",
     "compiling", "errors", "info", "preprocessing", "registry",
 )
 

@@ -352,3 +352,13 @@ def test_recomputing_modules_train_like_eager(make):
         torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-9, atol=1e-11)
     for compiled_buffer, eager_buffer in zip(compiled_module.buffers(), eager_module.buffers()):
         torch.testing.assert_close(compiled_buffer, eager_buffer, rtol=1e-12, atol=0)
+
+
+def test_gam_channel_shuffle_is_nn_channel_shuffle_bit_for_bit():
+    # GAM's shuffle is written as a stack of the groups so that torch.export accepts 1-pixel maps (attnzoo export).
+    from attnzoo.attention.gam import ChannelShuffle
+
+    for shape, groups in (((2, 12, 5, 7), 3), ((1, 8, 1, 1), 4), ((3, 16, 4, 4), 2)):
+        x = torch.randn(shape)
+        for layout in (x, x.contiguous(memory_format=torch.channels_last)):
+            assert torch.equal(ChannelShuffle(groups)(layout), torch.nn.ChannelShuffle(groups)(layout))

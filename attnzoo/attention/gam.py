@@ -38,6 +38,28 @@ from attnzoo.attention.base import AttentionModule, check_odd_kernel, require_hi
 from attnzoo.errors import AttnzooError
 
 
+class ChannelShuffle(nn.Module):
+    """ShuffleNet's channel shuffle: channel j of group i moves to position ``j * groups + i``.
+
+    The function of ``nn.ChannelShuffle``, written as the groups stacked along a new axis after the channel
+    index and flattened back. ``aten.channel_shuffle``, and the usual view-transpose-reshape, make
+    ``torch.export`` assume that the feature map is not 1 pixel high or wide, which fails a capture with dynamic
+    image sizes (``attnzoo export``); a stack of the groups carries no such assumption. The result is the same
+    permutation, bit for bit (tested against ``nn.ChannelShuffle``), and it comes back contiguous whatever the
+    input's memory format (the shuffled map is a small part of GAM's cost next to its 7x7 convolutions).
+    """
+
+    def __init__(self, groups: int):
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack(x.chunk(self.groups, dim=1), dim=2).flatten(1, 2)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+
 class GAM(AttentionModule):
     def __init__(self, channels: int, rate: int = 4, kernel_size: int = 7, groups: int = 1):
         super().__init__(channels)
@@ -54,7 +76,7 @@ class GAM(AttentionModule):
         self.channel_mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
         self.spatial_conv1 = nn.Conv2d(channels, hidden, kernel_size, padding=padding, groups=groups, bias=False)
         self.spatial_bn1 = nn.BatchNorm2d(hidden)
-        self.shuffle = nn.ChannelShuffle(groups) if groups > 1 else nn.Identity()
+        self.shuffle = ChannelShuffle(groups) if groups > 1 else nn.Identity()
         self.spatial_conv2 = nn.Conv2d(hidden, channels, kernel_size, padding=padding, groups=groups, bias=False)
         self.spatial_bn2 = nn.BatchNorm2d(channels)
         self.reset_parameters()

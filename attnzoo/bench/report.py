@@ -34,19 +34,19 @@ def _fmt(value, spec: str, missing: str = "-") -> str:
 
 def table(results: dict) -> str:
     """A fixed-width table: one line per model and setting; ratios are time (or memory) over the plain backbone."""
-    header = (f"{'model':<26} {'mode':<8} {'task':<5} {'dtype':<4} {'cl':<2} {'batch':>5} {'res':>4} "
+    header = (f"{'model':<26} {'mode':<11} {'task':<5} {'dtype':<4} {'cl':<2} {'batch':>5} {'res':>4} "
               f"{'ms/batch':>9} {'img/s':>8} {'x plain (min-max)':>21} {'compile s':>9} {'peak MB':>8} {'x mem':>6}")
     lines = [header, "-" * len(header)]
     for row in results["rows"]:
         f = flat(row)
         if row.get("error") and f.get("latency_s_median") is None:
-            lines.append(f"{row['model']:<26} {row['compile']:<8} {row['task']:<5} ERROR {row['error']}")
+            lines.append(f"{row['model']:<26} {row['compile']:<11} {row['task']:<5} ERROR {row['error']}")
             continue
         ratio = "-"
         if f.get("ratio_to_plain_median") is not None:
             ratio = f"{f['ratio_to_plain_median']:.3f} ({f['ratio_to_plain_min']:.2f}-{f['ratio_to_plain_max']:.2f})"
         lines.append(
-            f"{row['model']:<26} {row['compile']:<8} {row['task']:<5} {row['dtype']:<4} "
+            f"{row['model']:<26} {row['compile']:<11} {row['task']:<5} {row['dtype']:<4} "
             f"{'y' if row['channels_last'] else 'n':<2} {row['batch']:>5} {row['resolution']:>4} "
             f"{_fmt(f['latency_s_median'] and 1e3 * f['latency_s_median'], '9.1f'):>9} "
             f"{_fmt(f['images_per_s_median'], '8.1f'):>8} {ratio:>21} {_fmt(f.get('compile_s'), '9.1f'):>9} "

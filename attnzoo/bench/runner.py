@@ -22,7 +22,7 @@ from attnzoo.bench.machine import describe
 from attnzoo.bench.selection import Entry, select
 from attnzoo.bench.settings import BenchSettings
 from attnzoo.bench.timing import Contestant, interleave, summary, warm_up
-from attnzoo.bench.workload import EAGER, Setting, make_workload
+from attnzoo.bench.workload import EAGER, Setting, applies, make_workload
 from attnzoo.errors import AttnzooError
 
 
@@ -188,6 +188,9 @@ def _measure_setting(entries: list[Entry], setting: Setting, settings: BenchSett
     log(f"-- {entries[0].backbone}: {setting.describe()}")
     torch._dynamo.reset()
     workloads, contestants, rows = {}, {}, {}
+    modes = [mode for mode in modes if applies(mode, setting)]  # onnxruntime: CPU fp32 inference only
+    if not modes:
+        return [], []
     for entry, mode in itertools.product(entries, modes):
         key = (entry.label, mode)
         rows[key] = _row(entry, mode, setting)
@@ -217,6 +220,8 @@ def _measure_setting(entries: list[Entry], setting: Setting, settings: BenchSett
     speedups = _ratio_rows(rows, contestants, entries, modes)
     if settings.memory:
         for key, workload in workloads.items():
+            if not workload.measures_memory:
+                continue
             try:
                 rows[key]["peak_memory_bytes"] = memory.peak_bytes(workload, setting.device)
             except Exception as err:  # noqa: BLE001

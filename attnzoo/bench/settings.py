@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from attnzoo.bench.workload import DTYPES, EAGER, TASKS
+from attnzoo.bench.workload import DTYPES, EAGER, ONNXRUNTIME, TASKS
 from attnzoo.compiling import COMPILE_MODES
 from attnzoo.errors import AttnzooError
 
@@ -21,7 +21,9 @@ class BenchSettings:
             beside its zoo equivalent).
         tasks: infer (forward under inference_mode) and/or train (forward, backward, SGD step).
         compile: eager and/or torch.compile modes (default, reduce-overhead, max-autotune,
-            max-autotune-no-cudagraphs); the first is the reference for speedups.
+            max-autotune-no-cudagraphs), and onnxruntime (the model as `attnzoo export --format onnx` writes it,
+            run on the CPU; fp32 inference only, its compile time is the export); the first is the reference for
+            speedups.
         batch_sizes: swept.
         resolutions: image sides, swept.
         dtypes: fp32, or bf16/fp16 autocast.
@@ -68,7 +70,7 @@ class BenchSettings:
         checked = {
             "models": tuple(models),
             "tasks": _choices("tasks", self.tasks, TASKS),
-            "compile": _choices("compile", self.compile, (EAGER, *COMPILE_MODES)),
+            "compile": _choices("compile", self.compile, (EAGER, *COMPILE_MODES, ONNXRUNTIME)),
             "dtypes": _choices("dtypes", self.dtypes, tuple(DTYPES)),
             "channels_last": _choices("channels_last", self.channels_last, (False, True)),
             "batch_sizes": _positive("batch_sizes", self.batch_sizes),

@@ -22,6 +22,8 @@ from attnzoo.compiling import compile_kwargs
 from attnzoo.registry import create_model
 
 EAGER = "eager"
+# Not a compile mode: the model exported as `attnzoo export --format onnx` writes it and run in onnxruntime (CPU).
+ONNXRUNTIME = "onnxruntime"
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 TASKS = ("infer", "train")
 
@@ -101,6 +103,7 @@ class Workload:
     run: Callable[[], None]
     model: nn.Module
     optimizer: torch.optim.Optimizer | None
+    measures_memory: bool = True  # False where the memory is another runtime's (onnxruntime's arena)
 
     def state_bytes(self) -> int:
         """Bytes held between steps: parameters, buffers and optimizer state."""
@@ -111,8 +114,19 @@ class Workload:
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def applies(mode: str, setting: Setting) -> bool:
+    """onnxruntime runs fp32 inference on the CPU only; the other modes run everywhere."""
+    return mode != ONNXRUNTIME or (setting.task == "infer" and setting.device == "cpu" and setting.dtype == "fp32"
+                                   and not setting.channels_last)
+
+
 def make_workload(entry: Entry, mode: str, setting: Setting, num_classes: int, model_args: dict) -> Workload:
     model = build_model(entry, setting, num_classes, model_args)
+    if mode == ONNXRUNTIME:
+        from attnzoo.export.bench import onnxruntime_runner
+
+        x, _ = make_batch(setting, num_classes)
+        return Workload(onnxruntime_runner(model, x), model, None, measures_memory=False)
     compiled = compile_model(model, mode, setting.device)
     x, y = make_batch(setting, num_classes)
     autocast = _autocast(setting)

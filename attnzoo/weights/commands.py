@@ -28,19 +28,38 @@ def _export(ckpt: str, out: Path, repo_id: str | None, license: str, datasets: l
                  "weights": exported.weights}
 
 
-def export_command(ckpt: str, *, out: str, license: str = "apache-2.0", datasets: list[str] | None = None,
-                   overwrite: bool = False) -> None:
-    """Write a Lightning checkpoint as attnzoo weights (model.safetensors, config.json, README.md).
+def export_command(source: str, *, out: str, format: str = "safetensors", opset: int | None = None,
+                   fold_preprocessing: bool = False, check: bool = True, license: str = "apache-2.0",
+                   datasets: list[str] | None = None, overwrite: bool = False) -> None:
+    """Export a model: attnzoo weights (a Lightning checkpoint as safetensors + config.json + model card), an
+    ONNX file checked in onnxruntime, or a torch.export program; see docs/deploy.md.
 
     Args:
-        ckpt: a checkpoint written by `attnzoo fit` (read with torch.load(weights_only=True)); EMA weights are
-            used when it has them.
-        out: the directory to write; an existing non-empty one is refused unless --overwrite.
-        license: the license in the model card.
-        datasets: dataset ids for the model card, e.g. [imagenet-1k].
-        overwrite: replace the weights in a non-empty directory.
+        source: for safetensors, a checkpoint written by `attnzoo fit` (EMA weights when it has them); for onnx
+            and pt2 also anything attnzoo.load accepts (a registry name, hf-hub:ORG/NAME[@REV], a weights
+            directory or .safetensors file).
+        out: the directory (safetensors) or file (onnx: FILE.onnx, pt2: FILE.pt2) to write; an existing one is
+            refused unless --overwrite.
+        format: safetensors, onnx or pt2.
+        opset: the ONNX opset (onnx only; default 18).
+        fold_preprocessing: put the normalisation inside the graph, which then takes uint8 RGB images 0-255
+            (onnx and pt2).
+        check: run the written file (onnxruntime, or the loaded program) on two batches and refuse it unless it
+            matches PyTorch within 1e-4 relative (onnx and pt2).
+        license: the license in the model card (safetensors).
+        datasets: dataset ids for the model card, e.g. [imagenet-1k] (safetensors).
+        overwrite: replace what is at --out.
     """
-    out_dir, info = _export(ckpt, Path(out), None, license, datasets, overwrite)
+    from attnzoo.export.command import export_deployable
+
+    if format != "safetensors":
+        export_deployable(source, out=out, format=format, opset=opset, fold_preprocessing=fold_preprocessing,
+                          check=check, overwrite=overwrite)
+        return
+    if opset is not None or fold_preprocessing:
+        raise AttnzooError("--opset and --fold-preprocessing apply to --format onnx (and pt2 for "
+                           "--fold-preprocessing), not to safetensors weights.")
+    out_dir, info = _export(source, Path(out), None, license, datasets, overwrite)
     print(f"wrote {info['architecture']} ({info['num_classes']} classes, {info['weights']} weights) to {out_dir}")
 
 
@@ -104,4 +123,5 @@ def convert_command(file: str, *, source: str, model: str, out: str, overwrite: 
 convert_command.cli_aliases = {"--from": "--source", "--overwrite": "--overwrite=true"}
 # Bare switches, as in `attnzoo push CKPT --repo ORG/NAME --private`.
 push_command.cli_aliases = {"--private": "--private=true"}
-export_command.cli_aliases = {"--overwrite": "--overwrite=true"}
+export_command.cli_aliases = {"--overwrite": "--overwrite=true",
+                              "--fold-preprocessing": "--fold_preprocessing=true"}

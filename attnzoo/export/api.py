@@ -1,0 +1,226 @@
+"""``attnzoo.export_onnx`` and ``attnzoo.export_program``: a model as a file another runtime can run.
+
+Every export is checked before it is put in place: the saved file is run (onnxruntime, or the loaded
+``torch.export`` program) on two random batches of different shapes, and its outputs must equal eager
+PyTorch's within ``TOLERANCE``, relative to the largest logit. The file is written beside its destination and
+moved there only then, so a failed or interrupted export leaves nothing half-written, and an existing file is
+replaced only with ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from attnzoo.errors import AttnzooError
+from attnzoo.export.capture import (Source, capture, deployable, evaluating, example_input, load_source,
+                                   quiet_exporter)
+from attnzoo.export.extras import require
+from attnzoo.export.metadata import INPUT_NAME, OUTPUT_NAME, PROGRAM_METADATA_FILE, crop_size, describe, encode
+
+FORMATS = ("safetensors", "onnx", "pt2")
+# The opset of torch.onnx's function library (onnxscript's torchlib): no version conversion is involved.
+DEFAULT_OPSET = 18
+TOLERANCE = 1e-4
+
+
+class ExportCheckError(AttnzooError):
+    """The exported file does not compute what the PyTorch model computes (a bug to report, not a user error)."""
+
+
+@dataclass
+class Exported:
+    """What an export wrote and how it was checked."""
+    path: Path
+    format: str
+    metadata: dict
+    files: list[Path] = field(default_factory=list)  # the .onnx and, over 1.5 GB of weights, its external data
+    opset: int | None = None
+    checks: list[dict] = field(default_factory=list)  # per checked shape: shape, relative_error
+    seconds: float = 0.0
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files)
+
+    @property
+    def max_relative_error(self) -> float | None:
+        return max((c["relative_error"] for c in self.checks), default=None)
+
+
+def relative_error(got, want) -> float:
+    """max |got - want| over max |want|: the error relative to the scale of the logits."""
+    got, want = torch.as_tensor(got, dtype=torch.float64), torch.as_tensor(want, dtype=torch.float64)
+    if got.shape != want.shape:
+        return float("inf")
+    return float((got - want).abs().max() / want.abs().max().clamp_min(1e-30))
+
+
+def check_shapes(size: int) -> list[tuple[int, int, int, int]]:
+    """Two batches unlike each other and unlike the capture's example: batch 2 square, batch 1 non-square."""
+    return [(2, 3, size, size), (1, 3, max(8, round(size * 5 / 7)), size)]
+
+
+def _destination(path: str | Path, overwrite: bool, suffix: str) -> Path:
+    path = Path(path).expanduser()
+    if not str(path).strip() or path.name in ("", ".", ".."):
+        raise AttnzooError(f"--out must name a file, e.g. model{suffix}; got {str(path)!r}.")
+    if path.is_dir():
+        raise AttnzooError(f"{str(path)!r} is a directory; --out names the file to write, e.g. {path / ('model' + suffix)}.")
+    if path.exists() and not overwrite:
+        raise AttnzooError(f"{str(path)!r} already exists; choose another path or pass overwrite=True (--overwrite) "
+                           "to replace it.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _compare(run, module: nn.Module, source: Source, fold_preprocessing: bool, tolerance: float, what: str,
+             shapes=None) -> list[dict]:
+    """Run ``run(x)`` and the eager module on the check batches; refuse a difference above ``tolerance``."""
+    checks = []
+    for i, shape in enumerate(shapes or check_shapes(crop_size(source.identity["preprocessing"]))):
+        x = example_input(source, fold_preprocessing, shape, seed=i + 1)
+        with torch.no_grad():
+            want = module(x)
+        got = run(x)
+        error = relative_error(got, want)
+        checks.append({"shape": list(shape), "relative_error": error})
+        if not error <= tolerance:
+            raise ExportCheckError(
+                f"{what} differs from PyTorch by {error:.3g} (relative to the largest logit; tolerance {tolerance:g}) "
+                f"on a batch of shape {list(shape)}; nothing was written. Please report it with the model "
+                f"({source.identity['architecture']}) and the torch ({torch.__version__}) version; check=False "
+                "(--check false) writes the file unchecked.")
+    return checks
+
+
+def _move_into_place(tmp: Path, destination: Path) -> list[Path]:
+    files = []
+    for item in sorted(tmp.iterdir()):
+        target = destination.parent / item.name
+        os.replace(item, target)
+        files.append(target)
+    return files
+
+
+def onnxruntime_session(path: str | Path, threads: int | None = None):
+    """An onnxruntime CPU session for ``path`` (``threads``: intra-op threads; default onnxruntime's choice)."""
+    require("onnxruntime", what="running ONNX models")
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def to_onnx(module: nn.Module, example: torch.Tensor, opset: int = DEFAULT_OPSET):
+    """``torch.onnx.export(..., dynamo=True)`` of the captured ``module``: an ``ONNXProgram`` with dynamic
+    batch, height and width, input ``image`` and output ``logits``."""
+    program = capture(module, example)
+    with quiet_exporter():
+        return torch.onnx.export(program, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+                                 output_names=[OUTPUT_NAME], optimize=True, verbose=False)
+
+
+def export_onnx(source: str | Path | nn.Module, path: str | Path, *, opset: int = DEFAULT_OPSET,
+                fold_preprocessing: bool = False, check: bool = True, overwrite: bool = False,
+                tolerance: float = TOLERANCE) -> Exported:
+    """Export a model to ONNX with dynamic batch and image size, the preprocessing and labels in its metadata.
+
+    Args:
+        source: a Lightning checkpoint, anything :func:`attnzoo.load` accepts, or a model from
+            :func:`attnzoo.create_model`.
+        path: the ``.onnx`` file to write (over 1.5 GB of weights go to ``<path>.data`` beside it).
+        opset: the ONNX opset (default 18, that of torch's ONNX function library).
+        fold_preprocessing: put ``(image / 255 - mean) / std`` inside the graph, which then takes uint8 RGB
+            NCHW images (0-255) instead of normalised float32 ones.
+        check: run the file in onnxruntime (CPU) on two batches and refuse it unless it matches eager PyTorch
+            within ``tolerance`` (relative to the largest logit).
+        overwrite: replace an existing file.
+    """
+    require("onnx", "onnxscript", *(("onnxruntime",) if check else ()))
+    if not isinstance(opset, int) or isinstance(opset, bool) or opset < DEFAULT_OPSET:
+        raise AttnzooError(f"opset must be an integer >= {DEFAULT_OPSET} (torch's exporter writes opset 18 and later), "
+                           f"got {opset!r}.")
+    destination = _destination(path, overwrite, ".onnx")
+    start = time.perf_counter()
+    source = load_source(source)
+    with evaluating(source.model):
+        return _export_onnx(source, destination, opset, fold_preprocessing, check, tolerance, start)
+
+
+def _export_onnx(source: Source, destination: Path, opset: int, fold_preprocessing: bool, check: bool,
+                 tolerance: float, start: float) -> Exported:
+    module = deployable(source, fold_preprocessing)
+    metadata = describe(source.identity, fold_preprocessing, source.label, source.metrics)
+    onnx_program = to_onnx(module, example_input(source, fold_preprocessing), opset)
+    onnx_program.model.metadata_props.update(encode(metadata))
+    onnx_program.model.doc_string = (f"attnzoo {metadata['architecture']}: {INPUT_NAME} -> {OUTPUT_NAME}; "
+                                     "metadata_props hold the preprocessing and label names (JSON values)")
+    checks = []
+    with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".attnzoo-tmp-") as tmp:
+        tmp_file = Path(tmp) / destination.name
+        with quiet_exporter():
+            onnx_program.save(str(tmp_file))
+        del onnx_program
+        if check:
+            session = onnxruntime_session(tmp_file)
+            checks = _compare(lambda x: session.run(None, {INPUT_NAME: x.numpy()})[0], module, source,
+                              fold_preprocessing, tolerance, "the ONNX model run in onnxruntime")
+            del session
+        files = _move_into_place(Path(tmp), destination)
+    return Exported(destination, "onnx", metadata, files, opset, checks, time.perf_counter() - start)
+
+
+def export_program(source: str | Path | nn.Module, path: str | Path, *, fold_preprocessing: bool = False,
+                   check: bool = True, overwrite: bool = False, tolerance: float = TOLERANCE) -> Exported:
+    """Save a ``torch.export`` program (``.pt2``) with dynamic batch and image size; the metadata rides along
+    as the archive's ``attnzoo.json``. Load it with :func:`load_program` (or ``torch.export.load``).
+
+    Arguments as for :func:`export_onnx`; the check runs the saved program after loading it back.
+    """
+    destination = _destination(path, overwrite, ".pt2")
+    start = time.perf_counter()
+    source = load_source(source)
+    with evaluating(source.model):
+        return _export_program(source, destination, fold_preprocessing, check, tolerance, start)
+
+
+def _export_program(source: Source, destination: Path, fold_preprocessing: bool, check: bool, tolerance: float,
+                    start: float) -> Exported:
+    module = deployable(source, fold_preprocessing)
+    metadata = describe(source.identity, fold_preprocessing, source.label, source.metrics)
+    program = capture(module, example_input(source, fold_preprocessing))
+    checks = []
+    with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".attnzoo-tmp-") as tmp:
+        tmp_file = Path(tmp) / destination.name
+        torch.export.save(program, str(tmp_file), extra_files={PROGRAM_METADATA_FILE: json.dumps(metadata)})
+        if check:
+            loaded, _ = load_program(tmp_file)
+            runnable = loaded.module()
+            with torch.no_grad():
+                checks = _compare(runnable, module, source, fold_preprocessing, tolerance,
+                                  "the torch.export program, loaded back,")
+        files = _move_into_place(Path(tmp), destination)
+    return Exported(destination, "pt2", metadata, files, None, checks, time.perf_counter() - start)
+
+
+def load_program(path: str | Path) -> tuple[torch.export.ExportedProgram, dict]:
+    """A program written by :func:`export_program` and its metadata. ``torch.export.load`` unpickles parts of
+    the archive: load only files you trust, as with any PyTorch pickle."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise AttnzooError(f"no such file: {str(path)!r}.")
+    extra = {PROGRAM_METADATA_FILE: ""}
+    with quiet_exporter():
+        program = torch.export.load(str(path), extra_files=extra)
+    return program, json.loads(extra[PROGRAM_METADATA_FILE]) if extra[PROGRAM_METADATA_FILE] else {}
