@@ -10,6 +10,7 @@ A user mistake (:class:`attnzoo.errors.AttnzooError`) ends in one line on stderr
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 
@@ -23,6 +24,7 @@ EXTRA_COMMANDS: dict[str, str] = {
     "export": "attnzoo.weights.commands:export_command",
     "convert": "attnzoo.weights.commands:convert_command",
     "bench": "attnzoo.bench.command:bench_command",
+    "explain": "attnzoo.analysis.command:explain_command",
 }
 
 
@@ -51,6 +53,28 @@ def _apply_aliases(argv: list[str], aliases: dict[str, str]) -> list[str]:
     return out
 
 
+def _collect_lists(argv: list[str], flags) -> list[str]:
+    """``--images a b c`` -> ``--images=["a", "b", "c"]`` for the list flags a command declares in ``cli_lists``
+    (a YAML list, ``--images '[a, b]'``, passes unchanged)."""
+    out, i = [], 0
+    while i < len(argv):
+        flag, eq, value = argv[i].partition("=")
+        if flag not in flags or (eq and value.lstrip().startswith("[")):
+            out.append(argv[i])
+            i += 1
+            continue
+        words = [value] if eq else []
+        i += 1
+        while not eq and i < len(argv) and not argv[i].startswith("--"):
+            words.append(argv[i])
+            i += 1
+        if len(words) == 1 and words[0].lstrip().startswith("["):
+            out.append(f"{flag}={words[0]}")
+        else:
+            out.append(f"{flag}={json.dumps(words)}")
+    return out
+
+
 def usage_error(err: BaseException, command: str) -> AttnzooError:
     """A parser error (unknown flag, wrong type) as one line that points at the command's --help."""
     return AttnzooError(f"{' '.join(str(err).split())} (see: attnzoo {command} --help)")
@@ -62,7 +86,7 @@ def _run_extra(command: str, argv: list[str]) -> None:
     from jsonargparse import ArgumentError, auto_cli
 
     func = _load(EXTRA_COMMANDS[command])
-    argv = _apply_aliases(argv, getattr(func, "cli_aliases", {}))
+    argv = _collect_lists(_apply_aliases(argv, getattr(func, "cli_aliases", {})), getattr(func, "cli_lists", ()))
     params = list(inspect.signature(func).parameters.values())
     # `attnzoo list eca_*`: a bare first word fills the first parameter even when it is optional
     # (jsonargparse makes only required parameters positional).

@@ -112,25 +112,30 @@ class ImageFolder(Dataset):
         return [self.samples[i][0] for i in torch.nonzero(self._unreadable).flatten().tolist()]
 
 
+def find_image_files(paths: list[str | os.PathLike]) -> list[str]:
+    """Each file given, and every image file under each folder given (recursively, sorted)."""
+    files: list[str] = []
+    for entry in paths:
+        path = Path(entry)
+        if path.is_dir():
+            for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+                dirnames.sort()
+                files.extend(os.path.join(dirpath, f) for f in sorted(filenames) if is_image_file(f))
+        elif path.is_file():
+            files.append(str(path))
+        else:
+            raise AttnzooError(f"no such image file or folder: {str(path)!r}.")
+    if not files:
+        raise AttnzooError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {[str(p) for p in paths]}.")
+    return files
+
+
 class ImageFiles(Dataset):
     """Images to predict on: one file, or every image under a folder (recursively, sorted). Samples are
     ``(transform(image), path)``; an unreadable file gives a zero image and the path marked unreadable."""
 
     def __init__(self, paths: list[str | os.PathLike], transform: Callable):
-        files: list[str] = []
-        for entry in paths:
-            path = Path(entry)
-            if path.is_dir():
-                for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
-                    dirnames.sort()
-                    files.extend(os.path.join(dirpath, f) for f in sorted(filenames) if is_image_file(f))
-            elif path.is_file():
-                files.append(str(path))
-            else:
-                raise AttnzooError(f"no such image file or folder: {str(path)!r}.")
-        if not files:
-            raise AttnzooError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {[str(p) for p in paths]}.")
-        self.files = files
+        self.files = find_image_files(paths)
         self.transform = transform
 
     def __len__(self) -> int:
