@@ -14,20 +14,7 @@ from attnzoo.attention import CBAM, ECA, GAM, GCT, SE, AttentionModule, GlobalCo
 from attnzoo.errors import AttnzooError
 from attnzoo.backbones.mobilenetv2 import INVERTED_RESIDUAL_SETTING
 from attnzoo.registry import BACKBONES, get_spec, list_models
-
-def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Random parameters and BN statistics, so zero-initialised parts (GC's last conv, CBAM's BN) act."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-        for name, b in module.named_buffers():
-            if name.endswith("running_var"):
-                b.copy_(torch.rand(b.shape, generator=gen) + 0.5)
-            elif name.endswith("running_mean"):
-                b.copy_(torch.randn(b.shape, generator=gen) * 0.1)
-    return module.eval()
-
+from test_attention import randomize  # random parameters and BN statistics, so zero-initialised parts act
 
 def randomize_attention(model: nn.Module) -> nn.Module:
     """A zoo model whose attention modules (only) are randomised: gates that vary, activations that stay sane."""
