@@ -191,6 +191,7 @@ def explain(source: str | nn.Module, images: list[str], out: str | Path, *, per_
                 continue
             raw = torch.stack(tensors)
             x = normalize(raw).to(device)
+            recorder.clear()  # so a tap this batch does not reach cannot pass off the last batch's gate
             recorder.enabled = True
             with torch.no_grad():
                 logits = model(x)
