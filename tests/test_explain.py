@@ -234,3 +234,17 @@ def test_explain_api_takes_a_model_mobilenetv2_included(tmp_path):
     assert [summary["modules"][p]["stage"] for p in ("features.1.attn", "features.17.attn")] == [1, 7]
     for row in summary["images"]:
         decodable_png(tmp_path / "out" / row["picture"])
+
+
+def test_analysis_page_shows_committed_small_pictures():
+    import re
+
+    root = Path(__file__).resolve().parents[1] / "docs"
+    page = (root / "analysis.md").read_text()
+    shown = re.findall(r"!\[[^\]]*\]\((analysis/[^)]+\.png)\)", page)
+    assert len(shown) >= 6
+    for name in shown:
+        assert (root / name).stat().st_size < 200_000, name  # the repository keeps small pictures only
+        decodable_png(root / name)
+    numbers = json.loads((root / "analysis" / "numbers.json").read_text())
+    assert set(numbers) == {"eca_r18", "cbam_r18", "gc_r18", "gct_r18"}
