@@ -8,7 +8,7 @@
     >>> attnzoo.attention.create("se", 64)
 
 This module is the public facade, on top of everything else: the subpackages (attention, backbones, data,
-training, weights, bench, export) are its attributes, and nothing inside the package imports it. Imports are
+training, weights, bench, export, analysis) are its attributes, and nothing inside the package imports it. Imports are
 lazy so that ``import attnzoo`` stays cheap (the command line starts fast).
 """
 
@@ -31,7 +31,7 @@ _LAZY = {
 }
 # Reachable as attributes (`attnzoo.attention.create(...)`) without importing them first.
 SUBMODULES = (
-    "attention", "backbones", "bench", "data", "export", "training", "weights",
+    "analysis", "attention", "backbones", "bench", "data", "export", "training", "weights",
     "compiling", "errors", "info", "preprocessing", "registry",
 )
 

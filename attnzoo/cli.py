@@ -10,6 +10,7 @@ A user mistake (:class:`attnzoo.errors.AttnzooError`) ends in one line on stderr
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 
@@ -32,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push": ("attnzoo.weights.commands:push_command", "publish a training checkpoint on the Hugging Face Hub"),
     "convert": ("attnzoo.weights.commands:convert_command", "an official released checkpoint into attnzoo weights"),
     "bench": ("attnzoo.bench.command:bench_command", "speed, memory and graph breaks of models against plain"),
+    "explain": ("attnzoo.analysis.command:explain_command",
+                "what the attention does on images: maps, Grad-CAM, gate statistics (the viz extra)"),
 }
 EXTRA_COMMANDS = {name: target for name, (target, _) in COMMANDS.items() if target != LIGHTNING}
 HELP_FLAGS = ("-h", "--help")
@@ -78,13 +81,35 @@ def _apply_aliases(argv: list[str], aliases: dict[str, str]) -> list[str]:
     return out
 
 
+def _collect_lists(argv: list[str], flags) -> list[str]:
+    """``--images a b c`` -> ``--images=["a", "b", "c"]`` for the list flags a command declares in ``cli_lists``
+    (a YAML list, ``--images '[a, b]'``, passes unchanged)."""
+    out, i = [], 0
+    while i < len(argv):
+        flag, eq, value = argv[i].partition("=")
+        if flag not in flags or (eq and value.lstrip().startswith("[")):
+            out.append(argv[i])
+            i += 1
+            continue
+        words = [value] if eq else []
+        i += 1
+        while not eq and i < len(argv) and not argv[i].startswith("--"):
+            words.append(argv[i])
+            i += 1
+        if len(words) == 1 and words[0].lstrip().startswith("["):
+            out.append(f"{flag}={words[0]}")
+        else:
+            out.append(f"{flag}={json.dumps(words)}")
+    return out
+
+
 def _run_extra(command: str, argv: list[str]) -> None:
     import inspect
 
     from jsonargparse import ArgumentError, auto_cli
 
     func = _load(EXTRA_COMMANDS[command])
-    argv = _apply_aliases(argv, getattr(func, "cli_aliases", {}))
+    argv = _collect_lists(_apply_aliases(argv, getattr(func, "cli_aliases", {})), getattr(func, "cli_lists", ()))
     params = list(inspect.signature(func).parameters.values())
     # `attnzoo list eca_*`: a bare first word fills the first parameter even when it is optional
     # (jsonargparse makes only required parameters positional).

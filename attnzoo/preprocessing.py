@@ -62,6 +62,13 @@ class Preprocessing:
         """The side of the square crop (224 for input_size (3, 224, 224))."""
         return self.input_size[-1]
 
+    def normalize(self, images):
+        """A uint8 batch (N, C, H, W) or image (C, H, W) of pixels 0-255 -> ``(pixel / 255 - mean) / std`` as
+        float32 on the same device; a float input is taken as pixels scaled to 0-1 already."""
+        x = images.float() / 255 if not images.is_floating_point() else images.float()
+        shape = (-1, 1, 1)
+        return (x - x.new_tensor(self.mean).view(shape)) / x.new_tensor(self.std).view(shape)
+
     def to_dict(self) -> dict:
         """The five keys as config.json and checkpoints store them (lists, not tuples)."""
         return {"input_size": list(self.input_size), "interpolation": self.interpolation, "crop_pct": self.crop_pct,

@@ -328,6 +328,18 @@ def test_shapes_are_deterministic_balanced_and_seed_dependent():
     assert a_images.float().std() > 30  # not blank
 
 
+def test_shapes_masks_come_with_the_same_images():
+    images, labels = generate(40, 32, seed=3)
+    masked_images, masked_labels, masks = generate(40, 32, seed=3, masks=True)
+    assert torch.equal(images, masked_images) and torch.equal(labels, masked_labels)
+    assert masks.shape == (40, 32, 32) and masks.min() >= 0 and masks.max() <= 1
+    area = masks.mean((1, 2))
+    assert area.min() > 0.02 and area.max() < 0.6  # every image shows its shape, none is all shape
+    # Inside the shape the colour is the shape's: flat, apart from the pixel noise.
+    inside = masks[0] == 1
+    assert images[0].float()[:, inside].std(1).max() < 25
+
+
 def test_shapes_datamodule_splits_differ():
     dm = ShapesDataModule(num_train=64, num_val=32, batch_size=16)
     assert dm.num_classes == 10 and dm.class_names == list(SHAPE_CLASSES)

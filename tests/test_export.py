@@ -314,7 +314,7 @@ def test_a_missing_export_extra_is_named(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(["export", "r18", "--format", "onnx", "--out", str(tmp_path / "x.onnx")])
     err = capsys.readouterr().err.strip()
-    assert "missing: onnxscript" in err and "pip install 'attnzoo[export]'" in err and "\n" not in err
+    assert "needs onnxscript" in err and "pip install 'attnzoo[export]'" in err and "\n" not in err
 
 
 # ------------------------------------------------------------------------------------------------ bench

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 
-from attnzoo.attention.base import AttentionModule
+from attnzoo.attention.base import AttentionModule, GateTap
 from attnzoo.attention.cbam import CBAM
 from attnzoo.attention.eca import ECA
 from attnzoo.attention.gam import GAM
@@ -31,7 +31,7 @@ _ATTENTIONS: dict[str, type[AttentionModule]] = {
     "gam": GAM,
 }
 
-__all__ = ["AttentionModule", "SE", "ECA", "GCT", "GlobalContext", "CBAM", "GAM", "check_options", "create", "get", "list_attention", "options"]
+__all__ = ["AttentionModule", "GateTap", "SE", "ECA", "GCT", "GlobalContext", "CBAM", "GAM", "check_options", "create", "get", "list_attention", "options"]
 
 
 def list_attention() -> list[str]:

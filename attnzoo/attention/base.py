@@ -14,6 +14,15 @@ by its own second gate) applies the gate with ``apply_gate`` and sets ``recomput
 training step the product is then recomputed inside the backward kernels from the input and the small gate
 (``torch.utils.checkpoint`` around the multiply alone), while the gate's statistics stay saved, so the backward
 pass does not repeat their reductions. Eager mode and inference are unaffected.
+
+What a module applies passes through a :class:`GateTap` submodule, an identity: the one place where a forward
+hook (:mod:`attnzoo.analysis`) can see the gate without the module knowing about it. The taps are named by what
+they carry, the same names in every module:
+- ``channel_gate``: multiplies every position of a channel ([B, C]; GCT's [B, C, 1, 1]; GAM's full map);
+- ``spatial_gate``: multiplies every channel at a position ([B, 1, H, W]; GAM's full map);
+- ``context_mask``: GC's softmax weights over positions ([B, 1, H, W]), which pool the context;
+- ``context_add``: GC's transformed context, added at every position ([B, C]).
+A tap holds no parameters (state dicts are unchanged) and is inlined by torch.compile.
 """
 
 from __future__ import annotations
@@ -25,6 +34,26 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from attnzoo.errors import AttnzooError
+
+
+class GateTap(nn.Module):
+    """The identity on a gate tensor: a hook point for recording what an attention module applies.
+
+    ``kind`` says what the recorder keeps of a full [B, C, H, W] map (GAM's gates): "channel" its mean over
+    positions ([B, C]), "spatial" its mean over channels ([B, 1, H, W]).
+    """
+
+    def __init__(self, kind: str):
+        super().__init__()
+        if kind not in ("channel", "spatial"):
+            raise ValueError(f"GateTap kind must be 'channel' or 'spatial', got {kind!r}")
+        self.kind = kind
+
+    def forward(self, gate: torch.Tensor) -> torch.Tensor:
+        return gate
+
+    def extra_repr(self) -> str:
+        return self.kind
 
 
 class AttentionModule(nn.Module):

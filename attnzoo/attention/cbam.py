@@ -14,6 +14,7 @@ released checkpoints use): the spatial gate has a BatchNorm after its convolutio
 released), and its weight is initialised to zero so the spatial gate starts at a constant 0.5; all biases
 start at zero; the spatial conv is Kaiming-normal (fan-out). The MLP is written as 1x1 convolutions on the
 pooled [B, C, 1, 1] tensors (same function as the official Linear layers).
+Hook points (see attnzoo.attention.base): ``channel_gate`` [B, C] and ``spatial_gate`` [B, 1, H, W].
 
 timm (tests/test_peers.py): ``timm.layers.CbamModule(C, mlp_bias=True)`` is the same function once the
 spatial conv's two input channels are swapped (timm concatenates [mean, max]) and its spatial BN momentum is
@@ -42,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnzoo.attention.base import AttentionModule, check_odd_kernel, require_hidden
+from attnzoo.attention.base import AttentionModule, GateTap, check_odd_kernel, require_hidden
 
 
 class CBAM(AttentionModule):
@@ -56,6 +57,8 @@ class CBAM(AttentionModule):
         self.channel_mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
         self.spatial_conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
         self.spatial_bn = nn.BatchNorm2d(1, momentum=0.01)
+        self.channel_gate = GateTap("channel")
+        self.spatial_gate = GateTap("spatial")
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -68,9 +71,9 @@ class CBAM(AttentionModule):
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:
         pooled = self._mlp(x.mean((2, 3))) + self._mlp(x.amax((2, 3)))  # [B, C]
-        x = self.apply_gate(x, torch.sigmoid(pooled)[:, :, None, None])
+        x = self.apply_gate(x, self.channel_gate(torch.sigmoid(pooled))[:, :, None, None])
         descriptor = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
-        return x * torch.sigmoid(self.spatial_bn(self.spatial_conv(descriptor)))
+        return x * self.spatial_gate(torch.sigmoid(self.spatial_bn(self.spatial_conv(descriptor))))
 
     def _mlp(self, pooled: torch.Tensor) -> torch.Tensor:
         """The shared channel MLP (conv1x1, ReLU, conv1x1) on a [B, C] vector."""

@@ -18,6 +18,7 @@ back.
 Even kernels are refused: they would shift the gates by half a channel.
 Initialisation: PyTorch's default for the 1-D convolution, as in the official code (its weight init loop
 touches only 2-D convolutions).
+Hook point (see attnzoo.attention.base): ``channel_gate`` [B, C].
 
 timm (tests/test_peers.py): ``timm.layers.EcaModule(None, kernel_size=k)`` equals ``ECA(C, kernel_size=k)``
 bitwise in float64. Given ``channels``, timm ignores ``kernel_size`` and applies the adaptive rule with a
@@ -43,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnzoo.attention.base import AttentionModule, check_odd_kernel
+from attnzoo.attention.base import AttentionModule, GateTap, check_odd_kernel
 
 
 def adaptive_kernel_size(channels: int, gamma: float = 2, beta: float = 1) -> int:
@@ -59,6 +60,7 @@ class ECA(AttentionModule):
             kernel_size = adaptive_kernel_size(channels, gamma, beta)
         self.kernel_size = check_odd_kernel(kernel_size, f"ECA({channels})")
         self.conv = nn.Conv1d(1, 1, self.kernel_size, padding=(self.kernel_size - 1) // 2, bias=False)
+        self.channel_gate = GateTap("channel")
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -69,7 +71,7 @@ class ECA(AttentionModule):
         padded = F.pad(x.mean((2, 3)), (pad, pad))  # [B, C + k - 1], zeros at both ends
         taps = self.conv.weight[0, 0]
         logits = sum(taps[i] * padded[:, i : i + self.channels] for i in range(self.kernel_size))
-        return x * torch.sigmoid(logits)[:, :, None, None]
+        return x * self.channel_gate(torch.sigmoid(logits))[:, :, None, None]
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, kernel_size={self.kernel_size}"

@@ -24,6 +24,8 @@ Deviation (no official code to follow): the spatial convolutions have no bias, b
 BatchNorm whose shift makes a bias redundant. Convolutions are Kaiming-normal (fan-out), BN weight 1, bias 0.
 
 GAM is heavy by design: ungrouped in every ResNet-50 block it adds about 0.5 billion parameters.
+Hook points (see attnzoo.attention.base): ``channel_gate`` and ``spatial_gate``, both full [B, C, H, W] maps
+(a recorder keeps their mean over positions and over channels).
 
 Placement: after the last BN of the residual branch, before the addition (the paper inserts GAM in every
 ResNet block; MobileNetV2: the end of every inverted-residual branch).
@@ -34,7 +36,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from attnzoo.attention.base import AttentionModule, check_odd_kernel, require_hidden
+from attnzoo.attention.base import AttentionModule, GateTap, check_odd_kernel, require_hidden
 from attnzoo.errors import AttnzooError
 
 
@@ -79,6 +81,8 @@ class GAM(AttentionModule):
         self.shuffle = ChannelShuffle(groups) if groups > 1 else nn.Identity()
         self.spatial_conv2 = nn.Conv2d(hidden, channels, kernel_size, padding=padding, groups=groups, bias=False)
         self.spatial_bn2 = nn.BatchNorm2d(channels)
+        self.channel_gate = GateTap("channel")
+        self.spatial_gate = GateTap("spatial")
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -90,9 +94,9 @@ class GAM(AttentionModule):
         self.spatial_bn2.reset_parameters()
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:
-        x = x * torch.sigmoid(self.channel_mlp(x))
+        x = x * self.channel_gate(torch.sigmoid(self.channel_mlp(x)))
         hidden = self.shuffle(torch.relu(self.spatial_bn1(self.spatial_conv1(x))))
-        return x * torch.sigmoid(self.spatial_bn2(self.spatial_conv2(hidden)))
+        return x * self.spatial_gate(torch.sigmoid(self.spatial_bn2(self.spatial_conv2(hidden))))
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, rate={self.rate}, kernel_size={self.kernel_size}, groups={self.groups}"

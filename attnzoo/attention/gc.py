@@ -15,6 +15,8 @@ Initialisation as in the official code: the mask conv is Kaiming-normal (fan-in)
 transform has weight and bias zero. With 'channel_add' alone the block is an exact identity at start.
 Submodule names follow the official code (``conv_mask``, ``channel_add_conv``, ``channel_mul_conv``), so
 official weights map key for key.
+Hook points (see attnzoo.attention.base): ``context_mask`` [B, 1, H, W] ('att' pooling), ``context_add``
+[B, C, 1, 1] ('channel_add'), ``channel_gate`` [B, C, 1, 1] ('channel_mul').
 
 timm (tests/test_peers.py): ``timm.layers.GlobalContext(C, fuse_add=True, fuse_scale=False, rd_ratio=1/16)``
 (its "gca" at the paper's ratio) is the same function once its LayerNorm eps is set to 1e-5, the official
@@ -46,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnzoo.attention.base import AttentionModule, require_hidden
+from attnzoo.attention.base import AttentionModule, GateTap, require_hidden
 from attnzoo.errors import AttnzooError
 
 POOLINGS = ("att", "avg")
@@ -88,6 +90,9 @@ class GlobalContext(AttentionModule):
         self.conv_mask = nn.Conv2d(channels, 1, 1) if pooling == "att" else None
         self.channel_add_conv = _transform(channels, hidden) if "channel_add" in fusion else None
         self.channel_mul_conv = _transform(channels, hidden) if "channel_mul" in fusion else None
+        self.context_mask = GateTap("spatial") if pooling == "att" else None
+        self.channel_gate = GateTap("channel") if "channel_mul" in fusion else None
+        self.context_add = GateTap("channel") if "channel_add" in fusion else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -107,7 +112,7 @@ class GlobalContext(AttentionModule):
         if self.conv_mask is None:
             return x.mean((2, 3))
         logits = (x * self.conv_mask.weight).sum(1, keepdim=True) + self.conv_mask.bias  # [B, 1, H, W]
-        weights = logits.flatten(2).softmax(dim=-1).view_as(logits)  # over all H·W positions
+        weights = self.context_mask(logits.flatten(2).softmax(dim=-1).view_as(logits))  # over all H·W positions
         return (x * weights.to(x.dtype)).sum((2, 3))
 
     @staticmethod
@@ -122,9 +127,9 @@ class GlobalContext(AttentionModule):
         context = self.context(x)
         out = x
         if self.channel_mul_conv is not None:
-            out = out * torch.sigmoid(self._transform(self.channel_mul_conv, context))
+            out = out * self.channel_gate(torch.sigmoid(self._transform(self.channel_mul_conv, context)))
         if self.channel_add_conv is not None:
-            out = out + self._transform(self.channel_add_conv, context)
+            out = out + self.context_add(self._transform(self.channel_add_conv, context))
         return out
 
     def extra_repr(self) -> str:

@@ -16,6 +16,7 @@ l1 mode:
 
 Initialisation α = 1, γ = 0, β = 0, as in the official code: the gate is exactly 1 and the module is an exact
 identity at start, which is what makes inserting GCT into a pretrained network safe.
+Hook point (see attnzoo.attention.base): ``channel_gate`` [B, C, 1, 1].
 
 Placement: in front of every convolution (``placement = "pre_conv"``), the stem's included, each with its own
 parameters (the downsample convolution gets its own GCT too, as in the official ResNet).
@@ -52,7 +53,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from attnzoo.attention.base import AttentionModule
+from attnzoo.attention.base import AttentionModule, GateTap
 from attnzoo.errors import AttnzooError
 
 MODES = ("l2", "l1")
@@ -74,6 +75,7 @@ class GCT(AttentionModule):
         self.alpha = nn.Parameter(torch.empty(1, channels, 1, 1))
         self.gamma = nn.Parameter(torch.empty(1, channels, 1, 1))
         self.beta = nn.Parameter(torch.empty(1, channels, 1, 1))
+        self.channel_gate = GateTap("channel")
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -96,7 +98,7 @@ class GCT(AttentionModule):
             embedding = total * self.alpha
             normalizer = 1.0 / (embedding.abs().mean(dim=1, keepdim=True) + eps)
         gate = 1.0 + torch.tanh(self.gamma * (embedding * normalizer) + self.beta)
-        return self.apply_gate(x, gate.to(x.dtype))
+        return self.apply_gate(x, self.channel_gate(gate.to(x.dtype)))
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, mode={self.mode!r}, epsilon={self.epsilon}, after_relu={self.after_relu}"

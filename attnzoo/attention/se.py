@@ -17,6 +17,7 @@ call that torch.compile cannot fuse, and it made SE's gate cost more than the po
 together on the CPU. The gate [B, C, 1, 1] then multiplies x in one pass that compile fuses with the
 residual addition; the product keeps x's memory format, channels_last included.
 Not an identity at start: the gate begins near 0.5.
+Hook point (see attnzoo.attention.base): ``channel_gate`` [B, C].
 
 timm (tests/test_peers.py): ``timm.layers.SEModule(C, rd_channels=C // 16)`` is the same function, with or
 without biases (max |diff| 4.4e-16 in float64, weights copied: the keys are the same). timm's default rounds
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attnzoo.attention.base import AttentionModule, require_hidden
+from attnzoo.attention.base import AttentionModule, GateTap, require_hidden
 
 
 class SE(AttentionModule):
@@ -43,6 +44,7 @@ class SE(AttentionModule):
         hidden = require_hidden(channels // reduction, "SE", f"reduction={reduction} on {channels} channels")
         self.fc1 = nn.Conv2d(channels, hidden, 1, bias=self.bias)
         self.fc2 = nn.Conv2d(hidden, channels, 1, bias=self.bias)
+        self.channel_gate = GateTap("channel")
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -52,7 +54,7 @@ class SE(AttentionModule):
     def attend(self, x: torch.Tensor) -> torch.Tensor:
         squeezed = x.mean((2, 3))  # [B, C]
         hidden = torch.relu(F.linear(squeezed, self.fc1.weight.flatten(1), self.fc1.bias))
-        gate = torch.sigmoid(F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias))
+        gate = self.channel_gate(torch.sigmoid(F.linear(hidden, self.fc2.weight.flatten(1), self.fc2.bias)))
         return x * gate[:, :, None, None]
 
     def extra_repr(self) -> str:

@@ -1,21 +1,19 @@
 """The PNG: overhead per attention (time ratio to the plain backbone, median with min-max whiskers) and cost
-per image against batch size or resolution when the run swept one. Drawn with Pillow, no plotting library."""
+per image against batch size or resolution when the run swept one.
+
+Drawn with matplotlib, the ``viz`` extra (``pip install 'attnzoo[viz]'``); without it the bench still measures
+and writes bench.json and bench.csv, and :func:`attnzoo.bench.report.write` skips bench.png with a one-line
+note. The figure is built without pyplot, so no global matplotlib state changes.
+"""
 
 from __future__ import annotations
 
-from PIL import Image, ImageDraw, ImageFont
-
-WIDTH = 960
 COLORS = {
-    None: (60, 60, 60), "se": (31, 119, 180), "eca": (44, 160, 44), "gct": (148, 103, 189), "gc": (255, 127, 14),
-    "cbam": (214, 39, 40), "gam": (140, 86, 75), "timm": (127, 127, 127),
-    "torchvision": (188, 189, 34),
+    None: "#3c3c3c", "se": "#1f77b4", "eca": "#2ca02c", "gct": "#9467bd", "gc": "#ff7f0e",
+    "cbam": "#d62728", "gam": "#8c564b", "timm": "#7f7f7f",
+    "torchvision": "#bcbd22",
 }
-BAR_H, GAP = 14, 4
-
-
-def _font():
-    return ImageFont.load_default()
+CLIP = 8.0  # a heavy module (GAM) would squash everything else; its bar is clipped and labelled
 
 
 def _setting(row: dict) -> str:
@@ -32,35 +30,6 @@ def _overhead_rows(results: dict) -> list[dict]:
             and r["batch"] == batch and r["resolution"] == resolution]
 
 
-def _draw_overhead(draw: ImageDraw.ImageDraw, rows: list[dict], top: int, font) -> int:
-    left, right = 330, WIDTH - 30
-    lo = min([0.9] + [r["ratio_to_plain"]["min"] for r in rows])
-    hi = max([1.2] + [r["ratio_to_plain"]["max"] for r in rows])
-    hi = min(hi, 8.0)  # a heavy module (GAM) would squash everything else; its bar is clipped and labelled
-
-    def x_of(v: float) -> float:
-        return left + (min(v, hi) - lo) / (hi - lo) * (right - left)
-
-    y = top + 18
-    draw.text((10, top), "time ratio to the plain backbone (1.0 = free); median, whiskers min-max over rounds", fill=0, font=font)
-    bottom = y + len(rows) * (BAR_H + GAP)
-    for mark, shade in ((1.0, (0, 0, 0)), (1.05, (150, 200, 150)), (1.10, (230, 180, 120))):
-        if lo <= mark <= hi:
-            draw.line([(x_of(mark), y - 2), (x_of(mark), bottom)], fill=shade, width=1)
-            draw.text((x_of(mark) - 10, bottom + 2), f"{mark:.2f}", fill=shade, font=font)
-    for row in rows:
-        r = row["ratio_to_plain"]
-        color = COLORS.get(row["attention"], (0, 0, 0))
-        draw.text((10, y + 1), f"{row['model']}  {_setting(row)}  b{row['batch']} {row['resolution']}px", fill=0, font=font)
-        draw.rectangle([x_of(lo), y, x_of(r["median"]), y + BAR_H], fill=color)
-        mid = y + BAR_H // 2
-        draw.line([(x_of(r["min"]), mid), (x_of(r["max"]), mid)], fill=(0, 0, 0), width=1)
-        label = f"{r['median']:.3f}" + (" (clipped)" if r["median"] > hi else "")
-        draw.text((min(x_of(r["median"]) + 4, right - 70), y + 1), label, fill=0, font=font)
-        y += BAR_H + GAP
-    return bottom + 20
-
-
 def _sweep(results: dict) -> tuple[str, list[dict]] | None:
     config = results["config"]
     if len(config["batch_sizes"]) > 1:
@@ -73,62 +42,72 @@ def _sweep(results: dict) -> tuple[str, list[dict]] | None:
     return axis, rows
 
 
-def _draw_sweep(draw: ImageDraw.ImageDraw, axis: str, rows: list[dict], top: int, font) -> int:
-    left, right, height = 70, WIDTH - 260, 300
+def _draw_overhead(ax, rows: list[dict]) -> None:
+    labels = [f"{r['model']}  {_setting(r)}  b{r['batch']} {r['resolution']}px" for r in rows]
+    medians = [r["ratio_to_plain"]["median"] for r in rows]
+    lo = min([0.9] + [r["ratio_to_plain"]["min"] for r in rows])
+    hi = min(max([1.2] + [r["ratio_to_plain"]["max"] for r in rows]), CLIP)
+    y = list(range(len(rows)))[::-1]
+    ax.barh(y, [min(m, hi) - lo for m in medians], left=lo, height=0.75,
+            color=[COLORS.get(r["attention"], "#000000") for r in rows])
+    for yi, r in zip(y, rows):
+        ratio = r["ratio_to_plain"]
+        ax.plot([min(ratio["min"], hi), min(ratio["max"], hi)], [yi, yi], color="black", linewidth=0.8)
+        label = f"{ratio['median']:.3f}" + (" (clipped)" if ratio["median"] > hi else "")
+        ax.text(min(ratio["median"], hi) + 0.005 * (hi - lo), yi, label, va="center", fontsize=7)
+    for mark, color in ((1.0, "black"), (1.05, "#96c896"), (1.10, "#e6b478")):
+        if lo <= mark <= hi:
+            ax.axvline(mark, color=color, linewidth=0.8)
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.set_xlim(lo, hi * 1.04)
+    ax.set_xlabel("time ratio to the plain backbone (1.0 = free); median, whiskers min-max over rounds", fontsize=8)
+    ax.tick_params(axis="x", labelsize=7)
+
+
+def _draw_sweep(ax, axis: str, rows: list[dict]) -> None:
     series: dict[str, list[tuple[int, float]]] = {}
     attention_of = {}
     for row in rows:
         key = f"{row['model']} {_setting(row)}"
         series.setdefault(key, []).append((row[axis], 1e3 * row["latency_s"]["median"] / row["batch"]))
         attention_of[key] = row["attention"]
+    for key, points in sorted(series.items()):
+        xs, ys = zip(*sorted(points))
+        ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, color=COLORS.get(attention_of[key], "#000000"),
+                label=key)
     xs = sorted({x for points in series.values() for x, _ in points})
-    ys = [y for points in series.values() for _, y in points]
-    y_hi = max(ys) * 1.1
-    bottom = top + 20 + height
-
-    def pos(x: int, y: float) -> tuple[float, float]:
-        fx = 0.5 if len(xs) == 1 else xs.index(x) / (len(xs) - 1)
-        return left + fx * (right - left), bottom - y / y_hi * height
-
-    draw.text((10, top), f"ms per image against {axis} (median)", fill=0, font=font)
-    draw.line([(left, bottom), (right, bottom)], fill=0)
-    draw.line([(left, top + 20), (left, bottom)], fill=0)
-    for x in xs:
-        px, _ = pos(x, 0)
-        draw.text((px - 8, bottom + 4), str(x), fill=0, font=font)
-    for frac in (0.25, 0.5, 0.75, 1.0):
-        _, py = pos(xs[0], y_hi * frac / 1.1)
-        draw.text((10, py - 6), f"{y_hi * frac / 1.1:.2f}", fill=0, font=font)
-    for i, (key, points) in enumerate(sorted(series.items())):
-        color = COLORS.get(attention_of[key], (0, 0, 0))
-        coords = [pos(x, y) for x, y in sorted(points)]
-        if len(coords) > 1:
-            draw.line(coords, fill=color, width=2)
-        for cx, cy in coords:
-            draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=color)
-        draw.text((right + 10, top + 20 + 12 * i), key, fill=color, font=font)
-    return max(bottom + 24, top + 32 + 12 * len(series))
+    ax.set_xticks(xs)
+    ax.set_xlabel(axis, fontsize=8)
+    ax.set_ylabel("ms per image (median)", fontsize=8)
+    ax.set_ylim(bottom=0)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
 
 
-def draw(results: dict) -> Image.Image:
-    font = _font()
+def draw(results: dict):
+    """The bench figure (a matplotlib ``Figure``); ``figure.savefig(path)`` writes it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     rows = _overhead_rows(results)
     sweep = _sweep(results)
-    height = 60 + len(rows) * (BAR_H + GAP) + 60 + (360 + 12 * len(results["rows"]) if sweep else 40)
-    image = Image.new("RGB", (WIDTH, height), "white")
-    canvas = ImageDraw.Draw(image)
+    overhead_height = 0.8 + 0.22 * max(len(rows), 1)
+    sweep_height = 3.6 if sweep else 0.0
+    figure = Figure(figsize=(12, overhead_height + sweep_height + 0.4), dpi=80)
+    FigureCanvasAgg(figure)
+    grid = figure.add_gridspec(2 if sweep else 1, 1, height_ratios=[overhead_height, sweep_height] if sweep else [1])
     machine = results.get("machine", {})
-    canvas.text((10, 6), f"attnzoo bench - {machine.get('cpu', '?')} ({machine.get('device', '?')}), torch {machine.get('torch', '?')}",
-                fill=0, font=font)
-    y = 26
+    figure.suptitle(f"attnzoo bench - {machine.get('cpu', '?')} ({machine.get('device', '?')}), "
+                    f"torch {machine.get('torch', '?')}", fontsize=9, x=0.01, ha="left")
+    ax = figure.add_subplot(grid[0])
     if rows:
-        y = _draw_overhead(canvas, rows, y, font)
+        _draw_overhead(ax, rows)
     else:
-        canvas.text((10, y), "no attention model measured: no overhead to show", fill=0, font=font)
-        y += 30
+        ax.set_axis_off()
+        ax.text(0, 0.5, "no attention model measured: no overhead to show", fontsize=8)
     if sweep:
-        y = _draw_sweep(canvas, *sweep, y + 10, font)
-    else:
-        canvas.text((10, y), "one batch size and one resolution: no sweep to plot", fill=0, font=font)
-        y += 20
-    return image.crop((0, 0, WIDTH, min(height, y + 10)))
+        _draw_sweep(figure.add_subplot(grid[1]), *sweep)
+    figure.tight_layout(rect=(0, 0, 1, 0.97))
+    return figure

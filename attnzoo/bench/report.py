@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 from pathlib import Path
 
 from attnzoo.errors import AttnzooError
@@ -77,7 +78,10 @@ def table(results: dict) -> str:
 
 
 def write(results: dict, out_dir: str | os.PathLike, plot: bool = True) -> dict[str, str]:
-    """Write bench.json, bench.csv and (unless ``plot=False``) bench.png under ``out_dir``; return their paths."""
+    """Write bench.json, bench.csv and (unless ``plot=False``) bench.png under ``out_dir``; return their paths.
+
+    bench.png needs matplotlib (the ``viz`` extra); without it the picture is skipped with a one-line note on
+    stderr and the numbers are written all the same."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise AttnzooError(f"output directory {str(out)!r} is a file; give a directory for bench.json/csv/png.")
@@ -91,8 +95,14 @@ def write(results: dict, out_dir: str | os.PathLike, plot: bool = True) -> dict[
         for row in results["rows"]:
             writer.writerow(flat(row))
     if plot:
-        from attnzoo.bench.plot import draw
+        from attnzoo.extras import missing
 
-        paths["png"] = str(out / "bench.png")
-        draw(results).save(paths["png"], optimize=True)
+        if missing("viz", only=("matplotlib",)):
+            # The measurements are the point of the run; the picture is a convenience.
+            print("bench.png skipped: matplotlib is not installed (pip install 'attnzoo[viz]')", file=sys.stderr)
+        else:
+            from attnzoo.bench.plot import draw
+
+            paths["png"] = str(out / "bench.png")
+            draw(results).savefig(paths["png"], format="png")
     return paths

@@ -204,24 +204,30 @@ def _takes_rng(transform) -> bool:
         return False
 
 
+def find_image_files(paths: list[str | os.PathLike]) -> list[str]:
+    """Each file given, and every image file under each folder given (recursively, sorted, without following
+    a folder link into a loop)."""
+    files: list[str] = []
+    for entry in paths:
+        path = Path(entry)
+        if path.is_dir():
+            files.extend(walk_images(path))
+        elif path.is_file():
+            files.append(str(path))
+        else:
+            raise AttnzooError(f"no such image file or folder: {str(path)!r}.")
+    if not files:
+        raise AttnzooError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {[str(p) for p in paths]}.")
+    return files
+
+
 class ImageFiles(Dataset):
     """Images to predict on: one file, or every image under a folder (recursively, sorted). Samples are
     ``(transform(image), path, readable)``; a file that cannot be decoded gives a zero image with
     ``readable=False`` (and a warning naming it), so that it gets no prediction."""
 
     def __init__(self, paths: list[str | os.PathLike], transform: Callable):
-        files: list[str] = []
-        for entry in paths:
-            path = Path(entry)
-            if path.is_dir():
-                files.extend(walk_images(path))
-            elif path.is_file():
-                files.append(str(path))
-            else:
-                raise AttnzooError(f"no such image file or folder: {str(path)!r}.")
-        if not files:
-            raise AttnzooError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in {[str(p) for p in paths]}.")
-        self.files = files
+        self.files = find_image_files(paths)
         self.transform = transform
 
     def __len__(self) -> int:

@@ -79,8 +79,9 @@ def _strokes(rng: np.random.Generator, n: int, count: int, xx: np.ndarray, yy: n
     return out
 
 
-def render_shapes(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """uint8 images [n, 3, size, size] of the classes ``labels``."""
+def render_shapes(labels: np.ndarray, size: int, rng: np.random.Generator, masks: bool = False):
+    """uint8 images [n, 3, size, size] of the classes ``labels``; with ``masks``, also the fraction of each pixel
+    covered by the visible shape (float32 [n, size, size]; strokes drawn over the shape hide it)."""
     n = len(labels)
     s = size * SUPERSAMPLE
     grid = ((np.arange(s, dtype=np.float32) + 0.5) / s * 2 - 1).astype(np.float32)
@@ -113,12 +114,18 @@ def render_shapes(labels: np.ndarray, size: int, rng: np.random.Generator) -> np
 
     img = img.reshape(n, 3, size, SUPERSAMPLE, size, SUPERSAMPLE).mean(axis=(3, 5))
     img += rng.normal(0, 0.05, img.shape).astype(np.float32)
-    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    images = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    if not masks:
+        return images
+    visible = shape & ~np.logical_or.reduce([mask for mask, _ in over])
+    return images, visible.reshape(n, size, SUPERSAMPLE, size, SUPERSAMPLE).mean(axis=(2, 4)).astype(np.float32)
 
 
-def generate(num_samples: int, size: int = 32, seed: int = 0, num_classes: int = len(SHAPE_CLASSES)) -> tuple:
+def generate(num_samples: int, size: int = 32, seed: int = 0, num_classes: int = len(SHAPE_CLASSES),
+             masks: bool = False) -> tuple:
     """``(images uint8 [n,3,size,size], labels int64 [n])``, balanced over the classes, fully determined by
-    the arguments."""
+    the arguments; with ``masks``, also each image's shape coverage (float32 [n, size, size], see
+    :func:`render_shapes`), the same images either way."""
     if not 2 <= num_classes <= len(SHAPE_CLASSES):
         raise AttnzooError(f"the shapes data set has 2 to {len(SHAPE_CLASSES)} classes, got num_classes={num_classes}.")
     if size < 16:
@@ -126,10 +133,16 @@ def generate(num_samples: int, size: int = 32, seed: int = 0, num_classes: int =
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(num_samples) % num_classes)
     images = np.empty((num_samples, 3, size, size), dtype=np.uint8)
+    coverage = np.empty((num_samples, size, size), dtype=np.float32) if masks else None
     for start in range(0, num_samples, CHUNK):
         stop = min(start + CHUNK, num_samples)
-        images[start:stop] = render_shapes(labels[start:stop], size, rng)
-    return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
+        rendered = render_shapes(labels[start:stop], size, rng, masks=masks)
+        if masks:
+            images[start:stop], coverage[start:stop] = rendered
+        else:
+            images[start:stop] = rendered
+    out = (torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)))
+    return (*out, torch.from_numpy(coverage)) if masks else out
 
 
 class ShapesDataset(Dataset):

@@ -22,7 +22,7 @@ from torch import nn
 from attnzoo.errors import AttnzooError
 from attnzoo.export.capture import (Source, capture, deployable, evaluating, example_input, load_source,
                                    quiet_exporter)
-from attnzoo.export.extras import require
+from attnzoo.extras import require
 from attnzoo.export.metadata import INPUT_NAME, OUTPUT_NAME, PROGRAM_METADATA_FILE, crop_size, describe, encode
 
 FORMATS = ("safetensors", "onnx", "pt2")
@@ -112,7 +112,7 @@ def _move_into_place(tmp: Path, destination: Path) -> list[Path]:
 
 def onnxruntime_session(path: str | Path, threads: int | None = None):
     """An onnxruntime CPU session for ``path`` (``threads``: intra-op threads; default onnxruntime's choice)."""
-    require("onnxruntime", what="running ONNX models")
+    require("export", "running ONNX models", only=("onnxruntime",))
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -147,7 +147,7 @@ def export_onnx(source: str | Path | nn.Module, path: str | Path, *, opset: int 
             within ``tolerance`` (relative to the largest logit).
         overwrite: replace an existing file.
     """
-    require("onnx", "onnxscript", *(("onnxruntime",) if check else ()))
+    require("export", "ONNX export", only=("onnx", "onnxscript", *(("onnxruntime",) if check else ())))
     if not isinstance(opset, int) or isinstance(opset, bool) or opset < DEFAULT_OPSET:
         raise AttnzooError(f"opset must be an integer >= {DEFAULT_OPSET} (torch's exporter writes opset 18 and later), "
                            f"got {opset!r}.")

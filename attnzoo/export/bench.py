@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from attnzoo.export.extras import require
+from attnzoo.extras import require
 from attnzoo.export.metadata import INPUT_NAME
 
 
@@ -21,7 +21,7 @@ def onnxruntime_runner(model: nn.Module, x: torch.Tensor, threads: int | None = 
     own graph optimisation. onnxruntime gets as many intra-op threads as torch has (``--threads``), so the row
     compares with eager and compiled torch on the same cores.
     """
-    require("onnx", "onnxscript", "onnxruntime", what="the onnxruntime benchmark")
+    require("export", "the onnxruntime benchmark")
     from attnzoo.export.api import onnxruntime_session, to_onnx
 
     threads = torch.get_num_threads() if threads is None else threads

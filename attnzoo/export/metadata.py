@@ -123,9 +123,9 @@ def read_metadata(path: str | Path) -> dict:
                 raise AttnzooError(f"{str(path)!r} is a torch.export archive without attnzoo's {PROGRAM_METADATA_FILE}; "
                                    "was it written by `attnzoo export --format pt2`?")
             return json.loads(archive.read(names[0]).decode("utf-8"))
-    from attnzoo.export.extras import require
+    from attnzoo.extras import require
 
-    require("onnx", what="reading ONNX metadata")
+    require("export", "reading ONNX metadata", only=("onnx",))
     import onnx
 
     try:
