@@ -11,6 +11,13 @@ Imports are lazy so that `import attnzoo` stays cheap (the command line starts f
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what the lazy names below are, for type checkers and the API reference (docs/reference/)
+    from attnzoo.errors import AttnzooError
+    from attnzoo.info import model_info
+    from attnzoo.registry import create_model, list_models
+    from attnzoo.weights import load, save_pretrained
 
 __version__ = "0.1.0"
 
