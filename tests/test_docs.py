@@ -57,3 +57,15 @@ def test_cli_reference_is_the_commands_own_help():
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
+
+def test_readme_sections_the_site_includes_exist():
+    # docs/ pages include README sections (--8<-- "README.md:setup"), so the set-up commands cannot drift apart;
+    # a marker lost in a README edit would fail the site's strict build, this says it without building.
+    includes = set()
+    for page in (ROOT / "docs").rglob("*.md"):
+        includes |= set(re.findall(r'^--8<-- "([^":]+):([\w-]+)"$', page.read_text(), re.M))
+    assert includes, "no page includes a README section any more: update this test"
+    for file, section in sorted(includes):
+        text = (ROOT / file).read_text()
+        start, end = f"<!-- --8<-- [start:{section}] -->", f"<!-- --8<-- [end:{section}] -->"
+        assert text.count(start) == 1 and text.count(end) == 1 and text.index(start) < text.index(end), (file, section)
