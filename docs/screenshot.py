@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import fcntl
 import json
 import os
 import re
+import select
 import shutil
 import subprocess
 import sys
@@ -43,6 +45,7 @@ CHROMIUM_FLAGS = [
     "--remote-debugging-pipe",
 ]
 WIDTH, HEIGHT = 1280, 1000
+REPLY_TIMEOUT = 60  # seconds for one DevTools reply
 PAGES = ["", "quickstart/", "models/", "attention/gct/", "training/", "weights/", "benchmarks/", "cli/",
          "reference/"]
 
@@ -99,8 +102,10 @@ class Chromium:
         self._from_browser, from_browser_w = os.pipe()
 
         def pipe_fds():  # the protocol's fixed descriptors: the browser reads 3, writes 4
-            os.dup2(to_browser_r, 3)
-            os.dup2(from_browser_w, 4)
+            # Lift both above 4 first, so neither overwrites the other if one of them already is 3 or 4.
+            reads, writes = fcntl.fcntl(to_browser_r, fcntl.F_DUPFD, 10), fcntl.fcntl(from_browser_w, fcntl.F_DUPFD, 10)
+            os.dup2(reads, 3)
+            os.dup2(writes, 4)
 
         self.process = subprocess.Popen(
             [executable, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
@@ -123,6 +128,8 @@ class Chromium:
         os.write(self._to_browser, json.dumps(message).encode() + b"\0")
         while True:  # events arrive between the replies; this tool needs none of them
             while b"\0" not in self._buffer:
+                if not select.select([self._from_browser], [], [], REPLY_TIMEOUT)[0]:
+                    raise RuntimeError(f"chromium did not answer {method} within {REPLY_TIMEOUT} s")
                 chunk = os.read(self._from_browser, 1 << 16)
                 if not chunk:
                     raise RuntimeError(f"chromium exited (code {self.process.wait()}) during {method}")
@@ -184,7 +191,7 @@ def browse(chromium: str, base: str, out: Path) -> list[str]:
                 ("home.png", "", "document.querySelector('.md-search__input') !== null", None),
                 ("attention-gct.png", "attention/gct/", "document.querySelector('table') !== null",
                  "document.querySelectorAll('table tbody tr').length + ' rows in the cost table, title: ' + "
-                 "document.querySelector('h1').textContent"),
+                 "document.querySelector('h1').firstChild.textContent"),
                 # Material opens its search with ?q=; the result list fills in once the search worker has
                 # loaded search_index.json, so this waits for real results, not the "Initializing" line.
                 ("search-gate.png", "?q=gate", "document.querySelectorAll('.md-search-result__item').length > 0",
