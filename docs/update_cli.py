@@ -3,8 +3,9 @@
     python docs/update_cli.py          # rewrite docs/cli.md
     python docs/update_cli.py --check  # exit 1 if it is out of date (tests/test_docs.py runs this)
 
-Each command's help is what ``python -m attnzoo <command> --help`` prints, verbatim, at a fixed width of 80
-columns. The commands come from the CLI's own tables, so a new command gets its section when this is rerun.
+Each command's help is what ``attnzoo <command> --help`` prints, verbatim, at a fixed width of 80 columns
+(through ``attnzoo.cli.main``, the entry point, all commands in one fresh process: one Lightning import). The
+commands come from the CLI's own tables, so a new command gets its section when this is rerun.
 Lightning's part of the help (the Trainer's options) depends on the installed Lightning and jsonargparse, so
 the page names their versions; see tests/test_docs.py for how the check treats another version.
 """
@@ -16,7 +17,6 @@ import os
 import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
 
@@ -42,16 +42,39 @@ def versions() -> str:
     return " ".join(f"{name}=={version(name)}" for name in SHAPED_BY)
 
 
-def help_text(args: list[str]) -> str:
+def print_helps() -> None:
+    """In a fresh process: every command's ``--help`` through ``attnzoo.cli.main`` (the ``attnzoo`` entry point),
+    as JSON {command: help} on stdout, with "" for ``attnzoo --help`` itself. One process, one Lightning import."""
+    import contextlib
+    import io
+    import json
+
+    from attnzoo.cli import main as attnzoo_main
+
+    helps = {}
+    for name in ["", *commands()]:
+        args = [name, "--help"] if name else ["--help"]
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            try:
+                attnzoo_main(args)
+            except SystemExit as exit_:
+                if exit_.code not in (0, None):
+                    raise SystemExit(f"`attnzoo {' '.join(args)}` failed (exit {exit_.code})") from None
+        # As a terminal shows it: jsonargparse writes " \b[=flags]", a backspace that takes the space back.
+        helps[name] = re.sub(".\b", "", out.getvalue()).rstrip() + "\n"
+    print(json.dumps(helps))
+
+
+def helps() -> dict[str, str]:
+    import json
+
     env = {**os.environ, "COLUMNS": WIDTH, "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "attnzoo", *args, "--help"], capture_output=True, text=True, env=env, cwd=ROOT,
-        timeout=300,
-    )
+    result = subprocess.run([sys.executable, __file__, "--print-helps"], capture_output=True, text=True, env=env,
+                            cwd=ROOT, timeout=600)
     if result.returncode != 0:
-        raise SystemExit(f"`attnzoo {' '.join(args)} --help` failed (exit {result.returncode}):\n{result.stderr}")
-    # As a terminal shows it: jsonargparse writes " \b[=flags]", a backspace that takes the space back.
-    return re.sub(".\b", "", result.stdout).rstrip() + "\n"
+        raise SystemExit(f"collecting the commands' --help failed (exit {result.returncode}):\n{result.stderr}")
+    return json.loads(result.stdout)
 
 
 def description(help_: str) -> str:
@@ -93,16 +116,17 @@ def render(helps: dict[str, str]) -> str:
 
 
 def expected() -> str:
-    names = commands()
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        texts = list(pool.map(help_text, [[]] + [[name] for name in names]))
-    return render(dict(zip(["", *names], texts)))
+    return render(helps())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report whether docs/cli.md is out of date")
+    parser.add_argument("--print-helps", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.print_helps:
+        print_helps()
+        return 0
     text = expected()
     stale = not PAGE.exists() or PAGE.read_text() != text
     if args.check:
