@@ -15,6 +15,15 @@ lazy so that ``import attnzoo`` stays cheap (the command line starts fast).
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what the lazy names below are, for type checkers and the API reference (docs/reference/)
+    from attnzoo.errors import AttnzooError
+    from attnzoo.export import export_onnx, export_program
+    from attnzoo.info import model_info
+    from attnzoo.preprocessing import Preprocessing
+    from attnzoo.registry import ModelConfig, list_models
+    from attnzoo.weights import load, save_pretrained
 
 from attnzoo._version import __version__
 

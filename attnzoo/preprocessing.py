@@ -28,7 +28,7 @@ class Preprocessing:
 
     Args:
         input_size: channels, height, width of the crop the model sees (square crops only).
-        interpolation: the resampling filter of the resize, one of :data:`INTERPOLATIONS`.
+        interpolation: the resampling filter of the resize, one of ``INTERPOLATIONS``.
         crop_pct: evaluation center-crop fraction: the shorter side is resized to ``size / crop_pct`` first
             (0.875: 256 -> 224); 1.0 resizes straight to the crop.
         mean, std: per-channel normalisation of pixel values scaled to [0, 1].

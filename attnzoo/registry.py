@@ -198,7 +198,7 @@ def _stage_options(value, option: str) -> dict[int, Mapping]:
 @dataclass(frozen=True)
 class ModelConfig:
     """What identifies a model: the registered name and options that rebuild it, the attention they resolve
-    to, and what the model expects and predicts. Every model from :func:`create_model` or ``attnzoo.load``
+    to, and what the model expects and predicts. Every model from :func:`attnzoo.create_model` or ``attnzoo.load``
     carries one as ``model.config``; ``reset_classifier`` keeps it true.
 
     Only the first five fields are given; the others are resolved by the registry from them, so a config is
@@ -207,7 +207,7 @@ class ModelConfig:
     Args:
         architecture: a registered name or alias (stored canonical: ``"resnet50"`` -> ``"r50"``).
         num_classes: outputs of the classifier.
-        model_args: the options given to :func:`create_model` (``width_mult``, ``attention_stages``, ...), as
+        model_args: the options given to :func:`attnzoo.create_model` (``width_mult``, ``attention_stages``, ...), as
             config.json stores them.
         preprocessing: what the model expects of its input images.
         class_names: one name per output, or None.

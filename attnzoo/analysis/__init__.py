@@ -6,7 +6,7 @@
     >>> recording["layer3.1.attn"].channel_gate      # [B, C]
     >>> explain("runs/quickstart/checkpoints/last.ckpt", ["images/"], "explained/")   # pictures + summary.json
 
-:mod:`attnzoo.analysis.recorder` needs nothing beyond torch; the pictures and Grad-CAM need the ``viz``
+``attnzoo.analysis.recorder`` needs nothing beyond torch; the pictures and Grad-CAM need the ``viz``
 extra (``pip install 'attnzoo[viz]'``: matplotlib and captum).
 """
 

@@ -60,7 +60,7 @@ class AttentionRecord:
     applied_shapes: dict[str, list[int]] = field(default_factory=dict)  # per tap, the applied tensor's shape
 
     def taps(self) -> dict[str, torch.Tensor]:
-        """The recorded tensors by tap name, in the order of :data:`TAPS`."""
+        """The recorded tensors by tap name, in the order of ``TAPS``."""
         return {name: getattr(self, name) for name in TAPS if getattr(self, name) is not None}
 
 

@@ -10,9 +10,9 @@ class_names, ema} (the network's ``model.config`` in plain values): enough to re
 ``.ckpt`` alone (:func:`attnzoo.training.checkpoint.load_checkpoint_model`).
 
 Cross-cutting features are callbacks, which the module adds itself (``configure_callbacks``) so the options stay
-where recipes set them: ``ema_decay`` is Lightning's ``EMAWeightAveraging`` (:mod:`attnzoo.training.ema`; the
+where recipes set them: ``ema_decay`` is Lightning's ``EMAWeightAveraging`` (:class:`attnzoo.training.EMA`; the
 averaged weights are the checkpoint's ``state_dict``, the trained ones its ``current_model_state``) and
-``freeze_backbone_epochs`` is :class:`attnzoo.training.freezing.BackboneFreeze`. Checkpoints of earlier versions,
+``freeze_backbone_epochs`` is :class:`attnzoo.training.BackboneFreeze`. Checkpoints of earlier versions,
 which kept the average as ``ema.module.*`` inside the module, are converted when they are loaded
 (:func:`attnzoo.training.legacy.upgrade_checkpoint`).
 """
@@ -75,13 +75,13 @@ class ImageClassifier(L.LightningModule):
         mixup_alpha, cutmix_alpha: Beta-distribution parameters; 0 turns each off.
         ema_decay: keep an exponential moving average of the weights with this decay (e.g. 0.9998), use it for
             validation, testing and prediction, and store it in checkpoints (Lightning's EMAWeightAveraging,
-            see :mod:`attnzoo.training.ema`). None: off.
+            see :class:`attnzoo.training.EMA`). None: off.
         compile: False, True / "default", "reduce-overhead", "max-autotune" or "max-autotune-no-cudagraphs":
             ``torch.compile`` the inner network in place (checkpoint keys stay clean).
         channels_last: NHWC memory format for the network and its inputs (faster convolutions on recent GPUs).
         freeze_backbone_epochs: for the first N epochs, train only the attention modules (GCT's retrofit
             recipe: insert attention into a pretrained network, train it, then fine-tune everything); see
-            :class:`attnzoo.training.freezing.BackboneFreeze`.
+            :class:`attnzoo.training.BackboneFreeze`.
         train_head_while_frozen: also train the classifier while the backbone is frozen (needed when the head
             is new, e.g. fine-tuning to other classes).
         top_k: how many classes ``predict`` returns per image.
