@@ -7,6 +7,7 @@ spatial BatchNorm would otherwise hide their gates, and the BatchNorm statistics
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -58,6 +59,13 @@ def randomize(model: nn.Module, seed: int) -> nn.Module:
                 module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
                 module.weight.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
                 module.bias.copy_(torch.rand(module.num_features, generator=gen) * 0.2 - 0.1)
+        # A residual branch's last BatchNorm scaled like [0.5, 1.5] grows the residual stream exponentially over
+        # R-152's 36 third-stage blocks (to ~1e19 by layer4): float32 eager then differs from float64 eager by
+        # 40%, and a parity check would compare rounding, not the export. Small gains keep every depth tame.
+        for module in model.modules():
+            if hasattr(module, "last_bn"):
+                bn = module.last_bn()
+                bn.weight.copy_(torch.rand(bn.num_features, generator=gen) * 0.2 + 0.1)
     return model.eval()
 
 
@@ -79,6 +87,12 @@ def onnxruntime_session(path, threads=None):
 def relative_errors(model: nn.Module, path, shapes=SHAPES, threads=None) -> list[float]:
     """max |onnxruntime - eager| / max |eager| at each shape (random images, fixed seeds)."""
     session = onnxruntime_session(path, threads)
+    model64 = copy.deepcopy(model).double()
+
+    def exact(x):
+        with torch.no_grad():
+            return model64(x.double()).numpy()
+
     errors = []
     for i, shape in enumerate(shapes):
         x = torch.randn(shape, generator=torch.Generator().manual_seed(100 + i))
@@ -87,6 +101,9 @@ def relative_errors(model: nn.Module, path, shapes=SHAPES, threads=None) -> list
         got = session.run(None, {"image": x.numpy()})[0].astype(np.float64)
         assert got.shape == want.shape == (shape[0], model.num_classes)
         assert np.isfinite(want).all() and want.std() > 0  # a degenerate model would compare nothing
+        # An ill-conditioned model's float32 output is rounding noise: then the export could not be judged.
+        rounding = float(np.abs(want - exact(x)).max() / np.abs(want).max())
+        assert rounding <= TOLERANCE / 10, f"eager float32 differs from float64 by {rounding:.1e}: ill-conditioned"
         errors.append(float(np.abs(got - want).max() / np.abs(want).max()))
     return errors
 
