@@ -236,3 +236,23 @@ def test_evaluate_maps_folders_by_label_name_when_the_weights_have_them(tmp_path
     weights = _ranked_weights(tmp_path)  # no label names: sorted folders, one per class
     assert "has 7 class folders but the weights have 6 classes" in _one_line_error(
         capsys, ["evaluate", str(weights), "--data", str(data), "--dataset", "x", "--num_workers", "0"])
+
+
+def test_the_documented_release_path_uses_real_commands_and_options():
+    # docs/weights.md walks a maintainer through the path the first test runs; its commands must stay real.
+    import inspect
+    import re
+    from pathlib import Path
+
+    from attnzoo.cli import EXTRA_COMMANDS, _load
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "weights.md").read_text()
+    section = page.split("## From an official release to `attnzoo.load(\"eca_mobilenetv2\")`")[1].split("\n## ")[0]
+    lines = [line.strip() for line in section.splitlines() if line.strip().startswith("attnzoo ")]
+    assert [line.split()[1] for line in lines] == ["convert", "evaluate", "push"]
+    for line in lines:
+        func = _load(EXTRA_COMMANDS[line.split()[1]])
+        accepted = {f"--{name}" for name in inspect.signature(func).parameters} | set(getattr(func, "cli_aliases", {}))
+        used = set(re.findall(r"(--[\w-]+)", line))
+        assert used <= accepted, (line, used - accepted)
+    assert 'attnzoo.load("eca_mobilenetv2")' in section
