@@ -162,11 +162,12 @@ def render_card(cfg: Mapping, repo_id: str | None = None, license: str = "apache
     evaluation = cfg.get("evaluation")
     if evaluation:
         skipped = f", {evaluation['unreadable']} unreadable skipped" if evaluation.get("unreadable") else ""
-        lines += [f"Measured with `attnzoo evaluate` on {evaluation['date']}: {evaluation['dataset']} "
-                  f"({evaluation.get('split', 'validation')}, `{evaluation.get('data', '?')}`), "
-                  f"{evaluation['images']} images{skipped}, {evaluation.get('classes', '?')} class folders mapped by "
-                  f"{evaluation.get('class_mapping', '?')}: top-1 {evaluation['top1']:.4f}, top-5 "
-                  f"{evaluation['top5']:.4f}.", ""]
+        measured = (f"Measured with `attnzoo evaluate` on {evaluation['date']}: {evaluation['dataset']} "
+                    f"({evaluation.get('split', 'validation')}, `{evaluation.get('data', '?')}`), "
+                    f"{evaluation['images']} images{skipped}, {evaluation.get('classes', '?')} class folders mapped "
+                    f"by {evaluation.get('class_mapping', '?')}: top-1 {evaluation['top1']:.4f}, top-5 "
+                    f"{evaluation['top5']:.4f}.")
+        lines += [measured, ""]
     if cfg.get("train_config"):
         lines += ["## Training configuration", "", "```json", json.dumps(cfg["train_config"], indent=2, sort_keys=True),
                   "```", ""]

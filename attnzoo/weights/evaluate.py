@@ -43,9 +43,10 @@ def class_indices(folders: list[str], config: ModelConfig, data: str) -> tuple[l
             return [index[f] for f in folders], "label_names"
         if known:
             strangers = [f for f in folders if f not in names]
-            raise AttnzooError(f"{data!r}: class folders {', '.join(strangers[:5])}{' ...' if len(strangers) > 5 else ''}"
-                               f" are not label names of the weights, while {len(known)} others are; every folder "
-                               "must be a label name, or none (then sorted folders are outputs 0, 1, ...).")
+            listed = ", ".join(strangers[:5]) + (" ..." if len(strangers) > 5 else "")
+            raise AttnzooError(f"{data!r}: class folders {listed} are not label names of the weights, while "
+                               f"{len(known)} others are; every folder must be a label name, or none (then sorted "
+                               "folders are outputs 0, 1, ...).")
     if len(folders) != config.num_classes:
         raise AttnzooError(f"{data!r} has {len(folders)} class folders but the weights have {config.num_classes} "
                            "classes: with folders that are not the weights' label names, the sorted folders are "
@@ -97,7 +98,7 @@ def evaluate_folder(model: torch.nn.Module, data: str | os.PathLike, batch_size:
     targets, mapping = class_indices(folders, config, str(data))
     samples = [(path, targets[folder]) for path, folder in list_images(root, folders)]
     loader = DataLoader(_Images(samples, eval_transform(config.preprocessing)), batch_size=batch_size,
-                        num_workers=num_workers, shuffle=False)
+                        num_workers=num_workers, shuffle=False, pin_memory=torch.device(device).type == "cuda")
     if echo is not None:
         echo(f"evaluating {config.architecture} on {len(samples)} images in {data} ({len(folders)} class folders "
              f"mapped by {mapping}, {torch.device(device)})")

@@ -3,7 +3,8 @@
 One record per weight, keyed by the name ``attnzoo.load(name)`` accepts. A record pins the Hub repo to a
 commit and gives the sha256 of its safetensors file and of its config.json, so ``load`` can refuse a file that
 is not the one the zoo published: other weights, or the same weights with other label names or preprocessing.
-Records written before config.json was pinned (no ``config_sha256``) still load, with a warning. The index ships inside the package (package data), so ``pip install attnzoo`` carries it.
+Records written before config.json was pinned (no ``config_sha256``) still load, with a warning. The index
+ships inside the package (package data), so ``pip install attnzoo`` carries it.
 
 ``ATTNZOO_CHECKPOINTS`` (paths to more index files, separated by ``os.pathsep``) adds records, for a lab's
 own published weights; their records win over the shipped ones of the same name.

@@ -17,7 +17,15 @@ from pathlib import Path
 from attnzoo.errors import AttnzooError
 from attnzoo.weights import hub
 from attnzoo.weights.card import render_card
-from attnzoo.weights.format import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, build_model, parse_config, read_weights, sha256_file
+from attnzoo.weights.format import (
+    CARD_NAME,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    build_model,
+    parse_config,
+    read_weights,
+    sha256_file,
+)
 from attnzoo.weights.index import index_entry
 
 _NAME = re.compile(r"^[\w][\w.-]*$")
