@@ -1,7 +1,7 @@
 """The `attnzoo` command line: a thin layer over the Python API.
 
 Lightning's subcommands (fit, validate, test, predict) go to LightningCLI. The zoo's own subcommands (list,
-info, export, push, convert, bench) are plain Python functions exposed through `jsonargparse.auto_cli`, so
+info, export, push, convert, evaluate, bench) are plain Python functions exposed through `jsonargparse.auto_cli`, so
 `--config` and `--help` behave the same everywhere. `attnzoo --help` lists them all, from :data:`COMMANDS`.
 
 A user mistake (:class:`attnzoo.errors.AttnzooError`) ends in one line on stderr and exit code 2.
@@ -30,8 +30,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("attnzoo.commands:info_command", "one model: where its attention sits, what it costs over plain"),
     "export": ("attnzoo.weights.commands:export_command",
                "a model as weights (safetensors + config), ONNX (--format onnx) or a torch.export program"),
-    "push": ("attnzoo.weights.commands:push_command", "publish a training checkpoint on the Hugging Face Hub"),
+    "push": ("attnzoo.weights.commands:push_command",
+             "publish weights (a directory or a training checkpoint) on the Hub, print their index record"),
     "convert": ("attnzoo.weights.commands:convert_command", "an official released checkpoint into attnzoo weights"),
+    "evaluate": ("attnzoo.weights.commands:evaluate_command",
+                 "top-1/top-5 of weights on an image folder, recorded in their config.json and card"),
     "bench": ("attnzoo.bench.command:bench_command", "speed, memory and graph breaks of models against plain"),
     "explain": ("attnzoo.analysis.command:explain_command",
                 "what the attention does on images: maps, Grad-CAM, gate statistics (the viz extra)"),

@@ -180,6 +180,12 @@ def _thaw(value):
     return value
 
 
+def _short(value, limit: int = 80) -> str:
+    """``repr`` cut to one readable line (a 1000-entry list in an error message helps nobody)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 4] + " ..."
+
+
 def _stage_options(value, option: str) -> dict[int, Mapping]:
     if not isinstance(value, Mapping):
         raise AttnzooError(f"{option} must map stage numbers to option dicts, got {value!r}.")
@@ -253,6 +259,8 @@ class ModelConfig:
             # Stage numbers as ints: the same config whether it was typed in Python or read back from JSON.
             args["attention_stage_kwargs"] = _stage_options(args["attention_stage_kwargs"], "attention_stage_kwargs")
         attention = args.get("attention", spec.attention)
+        if attention is not None:
+            attention_registry.get(attention)  # an unknown name is refused here, before anything is built
         user_kwargs = args.get("attention_kwargs") or {}
         user_stage = args.get("attention_stage_kwargs") or {}
         if not isinstance(user_kwargs, Mapping):
@@ -305,8 +313,25 @@ class ModelConfig:
         missing = [key for key in ("architecture", "num_classes") if values.get(key) is None]
         if missing:
             raise AttnzooError(f"the model config lacks {', '.join(missing)}: it is not an attnzoo config.")
-        return cls(values["architecture"], values["num_classes"], values.get("model_args") or {},
-                   Preprocessing.from_dict(values.get("preprocessing")), values.get("label_names"))
+        architecture, num_classes = values["architecture"], values["num_classes"]
+        if not isinstance(architecture, str):
+            raise AttnzooError(f"architecture must be a registered model name (a string), got {architecture!r}.")
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise AttnzooError(f"num_classes must be a positive integer, got {num_classes!r}.")
+        model_args = values.get("model_args")
+        if model_args is not None and not isinstance(model_args, Mapping):
+            raise AttnzooError(f"model_args must be an object of create_model options (or null), got {model_args!r}.")
+        # Python callers may give any names (str() is taken); a file must say exactly one string per class.
+        labels = values.get("label_names")
+        if labels is not None:
+            if not isinstance(labels, (list, tuple)) or not all(isinstance(name, str) for name in labels):
+                raise AttnzooError(f"label_names must be a list of strings, one per class (or null), got "
+                                   f"{_short(labels)}.")
+            if len(labels) != num_classes:
+                raise AttnzooError(f"label_names has {len(labels)} names but num_classes is {num_classes}: one name "
+                                   "per class (or null).")
+        return cls(architecture, num_classes, model_args or {}, Preprocessing.from_dict(values.get("preprocessing")),
+                   labels)
 
     def to_dict(self) -> dict:
         """The model part of config.json, in plain JSON values."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import stat
 
 import pytest
@@ -165,6 +166,81 @@ def test_mis_shaped_weights_are_refused_with_shapes(tmp_path):
     cfg["architecture"], cfg["num_classes"] = "eca_r18", 9
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(AttnzooError, match=r"fc.weight \[5, 512\] \(model: \[9, 512\]\)"):
+        attnzoo.load(str(tmp_path / "w"))
+
+
+@pytest.fixture(scope="module")
+def small_weights(tmp_path_factory):
+    model = attnzoo.create_model("mobilenetv2", num_classes=5, width_mult=0.35)
+    return attnzoo.save_pretrained(model, tmp_path_factory.mktemp("small") / "w", class_names=list("abcde"))
+
+
+def _set(key, value):
+    return lambda cfg: cfg.update({key: value})
+
+
+def _drop(key):
+    return lambda cfg: cfg.pop(key)
+
+
+@pytest.mark.parametrize("change, message", [
+    (_set("num_classes", "ten"), r"num_classes must be a positive integer, got 'ten'"),
+    (_set("num_classes", True), r"num_classes must be a positive integer, got True"),
+    (_set("num_classes", 0), r"num_classes must be a positive integer, got 0"),
+    (_set("num_classes", 5.0), r"num_classes must be a positive integer, got 5.0"),
+    (_set("architecture", 18), r"architecture must be a registered model name \(a string\), got 18"),
+    (_set("architecture", "eca_r81"), r"unknown model 'eca_r81'.*Did you mean"),
+    (_set("preprocessing", "big"), r"preprocessing must be a mapping of input_size, .*got 'big'"),
+    (_set("preprocessing", {"size": 224}), r"preprocessing has no field 'size'. Accepted: input_size"),
+    (_set("preprocessing", {"mean": "imagenet"}), r"mean must be a list of numbers, got 'imagenet'"),
+    (_set("preprocessing", {"crop_pct": "0.9"}), r"crop_pct must be in \(0, 1\], got '0.9'"),
+    (_set("preprocessing", {"input_size": [3, 224]}), r"input_size must be square"),
+    (_set("label_names", list("abcd")), r"label_names has 4 names but num_classes is 5"),
+    (_set("label_names", [0, 1, 2, 3, 4]), r"label_names must be a list of strings.*got \[0, 1, 2, 3, 4\]"),
+    (_set("label_names", "abcde"), r"label_names must be a list of strings.*got 'abcde'"),
+    (_set("format_version", 2), r"format_version 2 is not one this attnzoo .* reads \(accepted: 1\)"),
+    (_set("format_version", "1"), r"format_version '1' is not one"),
+    (_drop("format_version"), r"format_version None is not one"),
+    (_set("model_args", []), r"model_args must be an object of create_model options \(or null\), got \[\]"),
+    (_set("model_args", "width_mult=2"), r"model_args must be an object.*got 'width_mult=2'"),
+    # nothing in config.json may start a download or import code: only the backbone's own options exist
+    (_set("model_args", {"backbone_weights": "hf-hub:evil/weights"}), r"has no option 'backbone_weights'"),
+    (_set("model_args", {"attention": "os:system"}), r"unknown attention 'os:system'"),
+    (_set("label_name", list("abcde")), r"unknown field\(s\) label_name \(accepted: architecture"),
+    (_set("metrics", [0.5]), r"metrics must be an object of metric name -> number"),
+    (_set("metrics", {"val/acc1": "77%"}), r"metrics must be an object"),
+    (_set("source", 3), r"source must be an object or a string"),
+    (_set("evaluation", {"dataset": "imagenet-1k", "images": 10, "top1": 1.5, "top5": 1, "date": "2025-01-01"}),
+     r"evaluation.top1 must be a fraction in \[0, 1\], got 1.5"),
+    (_set("evaluation", {"dataset": "imagenet-1k"}), r"evaluation lacks images, top1, top5, date"),
+])
+def test_config_json_is_read_strictly_with_one_line_naming_field_and_value(small_weights, tmp_path, capsys, change,
+                                                                         message):
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "model.safetensors").symlink_to(small_weights / "model.safetensors")
+    cfg = json.loads((small_weights / "config.json").read_text())
+    change(cfg)
+    (tmp_path / "w" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(AttnzooError, match=message) as refused:
+        attnzoo.load(str(tmp_path / "w"))
+    assert "\n" not in str(refused.value) and "config.json" in str(refused.value)
+    with pytest.raises(SystemExit):  # the same line for every reader: here `attnzoo push`
+        main(["push", str(tmp_path / "w"), "--repo", "org/name"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err), err
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{'architecture': 'r18'}", r"is not valid JSON: Expecting property name"),
+    ("[1, 2]", r"must be a JSON object, got list"),
+    ('"r18"', r"must be a JSON object, got str"),
+    ('{"num_classes": 5}', r"lacks architecture"),
+])
+def test_a_config_json_that_is_not_a_json_object_is_refused(small_weights, tmp_path, text, message):
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "model.safetensors").symlink_to(small_weights / "model.safetensors")
+    (tmp_path / "w" / "config.json").write_text(text)
+    with pytest.raises(AttnzooError, match=message):
         attnzoo.load(str(tmp_path / "w"))
 
 

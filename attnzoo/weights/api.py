@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import stat
@@ -29,6 +30,8 @@ from attnzoo.weights.format import (
     write_weights,
 )
 from attnzoo.weights.index import WeightRecord, load_index
+
+log = logging.getLogger("attnzoo.weights")
 
 _ORG_NAME = re.compile(r"^[\w.-]+/[\w.-]+(@[\w./-]+)?$")
 
@@ -58,18 +61,31 @@ def save_pretrained(model: nn.Module, directory: str | Path, metrics: dict | Non
     cfg = build_config(model, metrics=metrics, class_names=class_names, train_config=train_config, source=source)
     card = render_card(cfg, repo_id=repo_id, license=license, datasets=datasets)
     directory.mkdir(parents=True, exist_ok=True)
-    # Write next to the target and move into place, so an interrupted save leaves no half-written weights.
+    write_files(directory, {WEIGHTS_NAME: lambda path: write_weights(model, path),
+                            CONFIG_NAME: lambda path: path.write_text(config_text(cfg), encoding="utf-8"),
+                            CARD_NAME: lambda path: path.write_text(card, encoding="utf-8")})
+    return directory
+
+
+def config_text(cfg: dict) -> str:
+    return json.dumps(cfg, indent=2) + "\n"
+
+
+def write_files(directory: Path, writers: dict) -> None:
+    """Write each ``name: writer(path)`` next to its target and move it into place, so an interrupted write
+    leaves every file whole (its old content or its new one), never half-written."""
     with tempfile.TemporaryDirectory(dir=directory, prefix=".attnzoo-tmp-") as tmp:
         tmp = Path(tmp)
-        write_weights(model, tmp / WEIGHTS_NAME)
-        (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
-        (tmp / CARD_NAME).write_text(card, encoding="utf-8")
-        # safetensors writes through a private temporary file (mode 0600); the weights get the mode any new
-        # file gets here (config.json's: 0666 less the user's umask), so the directory can be shared as is.
-        os.chmod(tmp / WEIGHTS_NAME, stat.S_IMODE((tmp / CONFIG_NAME).stat().st_mode))
-        for name in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME):
+        probe = tmp / ".mode"
+        probe.touch()
+        # safetensors (and tempfile) write private files (mode 0600); every file gets the mode any new file gets
+        # here (0666 less the user's umask), so the directory can be shared as is.
+        mode = stat.S_IMODE(probe.stat().st_mode)
+        for name, writer in writers.items():
+            writer(tmp / name)
+            os.chmod(tmp / name, mode)
+        for name in writers:
             (tmp / name).replace(directory / name)
-    return directory
 
 
 @dataclass
@@ -153,19 +169,32 @@ def resolve(source: str, revision: str | None = None) -> ResolvedWeights:
                   ".safetensors file")
 
 
+def _refuse_if_changed(resolved: ResolvedWeights, path: Path, expected: str, what: str) -> None:
+    record = resolved.record
+    actual = sha256_file(path)
+    if actual != expected:
+        if resolved.cached:
+            hub.evict(path)
+        raise AttnzooError(
+            f"refusing the {what} of {record.name!r} from {resolved.label}: sha256 {actual} differs from "
+            f"{expected} in the zoo's index ({record.index}). The file was removed from the local cache; "
+            "the copy on the Hub (or the mirror in HF_ENDPOINT) does not match what the zoo published — report it.")
+
+
 def verify(resolved: ResolvedWeights) -> None:
-    """Refuse a file whose sha256 is not the index's, and make sure the cache never serves it again."""
+    """Refuse a model.safetensors or config.json whose sha256 is not the index's, and make sure the cache never
+    serves it again. A changed config.json is refused like changed weights: label names in another order or
+    another mean would give wrong answers from the right tensors."""
     record = resolved.record
     if record is None:
         return
-    actual = sha256_file(resolved.weights_path)
-    if actual != record.sha256:
-        if resolved.cached:
-            hub.evict(resolved.weights_path)
-        raise AttnzooError(
-            f"refusing the weights of {record.name!r} from {resolved.label}: sha256 {actual} differs from "
-            f"{record.sha256} in the zoo's index ({record.index}). The file was removed from the local cache; "
-            "the copy on the Hub (or the mirror in HF_ENDPOINT) does not match what the zoo published — report it.")
+    _refuse_if_changed(resolved, resolved.weights_path, record.sha256, "weights")
+    if record.config_sha256 is not None:
+        _refuse_if_changed(resolved, resolved.config_path, record.config_sha256, "config.json")
+    else:
+        log.warning("the zoo's index record %r (%s) pins model.safetensors only: its config.json (label names, "
+                    "preprocessing) is not verified; `attnzoo push` prints records with config_sha256.",
+                    record.name, record.index)
 
 
 def load(source: str, num_classes: int | None = None, revision: str | None = None, device: str | torch.device = "cpu",
@@ -187,7 +216,7 @@ def load(source: str, num_classes: int | None = None, revision: str | None = Non
     """
     resolved = resolve(source, revision)
     verify(resolved)
-    cfg = read_config(resolved.config_path)
+    cfg = read_config(resolved.config_path, resolved.label)
     if resolved.record is not None and cfg["architecture"] != resolved.record.architecture:
         raise AttnzooError(f"{resolved.label}: config.json names architecture {cfg['architecture']!r} but the zoo's "
                            f"index records {resolved.record.architecture!r} for {resolved.record.name!r}.")
@@ -200,5 +229,5 @@ def load_state_dict(source: str, revision: str | None = None) -> tuple[dict | No
     """(config.json or None, state dict) of an attnzoo weights source; the retrofit path uses it."""
     resolved = resolve(source, revision)
     verify(resolved)
-    cfg = read_config(resolved.config_path) if resolved.config_path.is_file() else None
+    cfg = read_config(resolved.config_path, resolved.label) if resolved.config_path.is_file() else None
     return cfg, read_weights(resolved.weights_path)

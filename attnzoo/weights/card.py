@@ -159,6 +159,15 @@ def render_card(cfg: Mapping, repo_id: str | None = None, license: str = "apache
                   + "\n```", ""]
     lines += ["## Metrics", ""]
     lines += [_table(cfg["metrics"]) if cfg.get("metrics") else "No metrics were recorded with these weights.", ""]
+    evaluation = cfg.get("evaluation")
+    if evaluation:
+        skipped = f", {evaluation['unreadable']} unreadable skipped" if evaluation.get("unreadable") else ""
+        measured = (f"Measured with `attnzoo evaluate` on {evaluation['date']}: {evaluation['dataset']} "
+                    f"({evaluation.get('split', 'validation')}, `{evaluation.get('data', '?')}`), "
+                    f"{evaluation['images']} images{skipped}, {evaluation.get('classes', '?')} class folders mapped "
+                    f"by {evaluation.get('class_mapping', '?')}: top-1 {evaluation['top1']:.4f}, top-5 "
+                    f"{evaluation['top5']:.4f}.")
+        lines += [measured, ""]
     if cfg.get("train_config"):
         lines += ["## Training configuration", "", "```json", json.dumps(cfg["train_config"], indent=2, sort_keys=True),
                   "```", ""]
@@ -171,11 +180,34 @@ def render_card(cfg: Mapping, repo_id: str | None = None, license: str = "apache
     from huggingface_hub import ModelCard, ModelCardData  # imported when a card is written, not with attnzoo
 
     tags = ["image-classification", "attnzoo", "pytorch", "safetensors", backbone] + ([attention] if attention else [])
-    results = eval_results(cfg.get("metrics") or {}, datasets[0]) if datasets else []
+    measured_on = evaluation["dataset"] if evaluation else None
+    if measured_on and measured_on not in (datasets or []):
+        datasets = [measured_on, *(datasets or [])]
+    results = eval_results(cfg.get("metrics") or {}, measured_on or datasets[0]) if datasets else []
     data = ModelCardData(library_name="attnzoo", license=license, pipeline_tag="image-classification", tags=tags,
                          datasets=list(datasets) if datasets else None, model_name=name if results else None,
                          eval_results=results or None)
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+
+
+def card_front_matter(path) -> dict:
+    """``license`` and ``datasets`` of an existing model card (for rendering it again), {} when there is none."""
+    from pathlib import Path
+
+    from huggingface_hub import ModelCard
+
+    if not Path(path).is_file():
+        return {}
+    try:
+        data = ModelCard.load(path).data
+    except Exception:  # noqa: BLE001 - a card that does not parse is rendered afresh with the defaults
+        return {}
+    out = {}
+    if data.license:
+        out["license"] = data.license
+    if data.datasets:
+        out["datasets"] = list(data.datasets)
+    return out
 
 
 _METRIC = re.compile(r"^(?P<split>val|validation|test)/(?P<name>acc(?P<k>\d+)|[\w.-]+)$")

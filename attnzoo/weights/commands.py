@@ -1,4 +1,4 @@
-"""The weights subcommands of the command line: ``attnzoo push``, ``attnzoo export``, ``attnzoo convert``.
+"""The weights subcommands of the command line: ``attnzoo push``, ``export``, ``convert`` and ``evaluate``.
 
 Plain functions exposed through ``jsonargparse.auto_cli`` (see ``attnzoo.cli.COMMANDS``).
 """
@@ -6,6 +6,7 @@ Plain functions exposed through ``jsonargparse.auto_cli`` (see ``attnzoo.cli.COM
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -63,37 +64,87 @@ def export_command(source: str, *, out: str, format: str = "safetensors", opset:
     print(f"wrote {info['architecture']} ({info['num_classes']} classes, {info['weights']} weights) to {out_dir}")
 
 
-def push_command(ckpt: str, *, repo: str, private: bool = False, revision: str | None = None,
-                 license: str = "apache-2.0", datasets: list[str] | None = None,
+def push_command(source: str, *, repo: str, name: str | None = None, private: bool = False,
+                 revision: str | None = None, license: str = "apache-2.0", datasets: list[str] | None = None,
                  message: str = "Upload attnzoo weights") -> None:
-    """Publish a Lightning checkpoint on the Hugging Face Hub as attnzoo weights.
+    """Publish attnzoo weights on the Hugging Face Hub and print their record for checkpoints/index.json.
+
+    The weights are checked first (config.json strictly, model.safetensors loading into its architecture
+    with every key); then one commit adds model.safetensors, config.json and a model card rendered for the
+    repo. The record (JSON, on stdout) pins the commit and the sha256 of model.safetensors and config.json.
 
     Args:
-        ckpt: a checkpoint written by `attnzoo fit` (EMA weights when it has them).
+        source: a weights directory written by `attnzoo convert` or `attnzoo export` (evaluated with
+            `attnzoo evaluate` to carry measured accuracy), or a checkpoint written by `attnzoo fit` (exported
+            first; EMA weights when it has them).
         repo: the Hub repo, ORG/NAME (created when missing).
+        name: the record's name, which attnzoo.load takes; default the architecture (e.g. eca_mobilenetv2).
         private: create the repo private.
         revision: the branch to commit to (created from main when missing); default main.
         license: the license in the model card.
-        datasets: dataset ids for the model card, e.g. [imagenet-1k].
+        datasets: dataset ids for the model card, e.g. [imagenet-1k]; default the evaluated one.
         message: the commit message.
     """
-    from attnzoo.weights import hub
-    from attnzoo.weights.format import WEIGHTS_NAME, sha256_file
-    from attnzoo.weights.index import index_entry
+    from attnzoo.weights.evaluate import echo_stderr
+    from attnzoo.weights.publish import check_repo_id, push
 
-    if repo.count("/") != 1 or not all(repo.split("/")):
-        raise AttnzooError(f"--repo must be ORG/NAME, got {repo!r}.")
+    check_repo_id(repo)
     with tempfile.TemporaryDirectory(prefix="attnzoo-push-") as tmp:
-        out, info = _export(ckpt, Path(tmp) / "weights", repo, license, datasets, overwrite=False)
-        sha256 = sha256_file(out / WEIGHTS_NAME)
-        commit, url = hub.upload_folder(out, repo, revision=revision, private=private, message=message)
-    print(f"pushed {info['architecture']} ({info['weights']} weights) to {repo} at commit {commit}: {url}")
-    print(f"load it with: attnzoo.load('hf-hub:{repo}@{commit}')")
-    entry = index_entry(repo.split("/")[1], info["architecture"], repo, commit, sha256, info["num_classes"],
-                        source={"kind": "trained", "checkpoint": Path(ckpt).name}, metrics=info["metrics"],
-                        dataset=(datasets or [None])[0])
-    print("index record for checkpoints/index.json (under \"weights\"):")
-    print(json.dumps(entry, indent=2))
+        directory = Path(source)
+        if not directory.is_dir():
+            directory, _ = _export(source, Path(tmp) / "weights", repo, license, datasets, overwrite=False)
+        published = push(directory, repo, name=name, revision=revision, private=private, license=license,
+                         datasets=datasets, message=message)
+    cfg = published.config
+    echo_stderr(f"verified {source}: {cfg['architecture']}, {cfg['num_classes']} classes, every key loads")
+    echo_stderr(f"pushed to {repo} at commit {published.commit}: {published.url}")
+    echo_stderr(f"load it with: attnzoo.load('hf-hub:{repo}@{published.commit}')")
+    echo_stderr("index record for checkpoints/index.json (paste it under \"weights\"):")
+    print(json.dumps(published.record, indent=2))
+
+
+def evaluate_command(weights: str, *, data: str, dataset: str, batch_size: int = 64, num_workers: int | None = None,
+                     device: str | None = None, overwrite: bool = False) -> None:
+    """Measure weights on an image folder and record top-1/top-5 in their config.json and model card.
+
+    Class folders map to outputs as the data modules map them: sorted by name, folder i is output i
+    (ImageNet's wnid folders in sorted order are its class indices); when every folder is one of the weights'
+    label names, by name. Images get the weights' own evaluation preprocessing (resize, center crop, mean,
+    std); an unreadable image is skipped and counted. `attnzoo push` then puts the numbers in the index record.
+
+    Args:
+        weights: a weights directory (model.safetensors + config.json), e.g. written by `attnzoo convert`.
+        data: the image folder, DATA/<class>/<images>, e.g. ImageNet's validation split in wnid folders.
+        dataset: the data set's name as the model card and the index record give it, e.g. imagenet-1k.
+        batch_size: images per batch.
+        num_workers: image-decoding processes; default min(8, CPU cores).
+        device: cpu, cuda, cuda:1 ...; default cuda when available.
+        overwrite: replace an evaluation (or val/acc1, val/acc5 metrics) config.json records already.
+    """
+    import torch
+
+    from attnzoo.weights.api import load
+    from attnzoo.weights.evaluate import echo_stderr, evaluate_folder, record_evaluation, refuse_to_replace
+    from attnzoo.weights.format import CONFIG_NAME, read_config
+
+    if not Path(weights).is_dir():
+        raise AttnzooError(f"{weights!r} is not a weights directory: evaluate records its result in the directory's "
+                           f"{CONFIG_NAME}, so it takes one (write it with `attnzoo convert` or `attnzoo export`).")
+    if not isinstance(dataset, str) or not dataset.strip():
+        raise AttnzooError(f"--dataset must name the data set, e.g. imagenet-1k; got {dataset!r}.")
+    # What would be refused at the end is refused before the minutes an evaluation takes.
+    config_path = Path(weights) / CONFIG_NAME
+    refuse_to_replace(read_config(config_path), repr(str(config_path)), overwrite=overwrite)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
+    model = load(weights, device=device)
+    result = evaluate_folder(model, data, batch_size=batch_size, num_workers=num_workers, device=device,
+                             echo=echo_stderr)
+    record_evaluation(weights, dataset.strip(), data, result, overwrite=overwrite)
+    skipped = f" ({result['unreadable']} unreadable skipped)" if result["unreadable"] else ""
+    print(f"{dataset}: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} on {result['images']} images{skipped}, "
+          f"{result['classes']} classes mapped by {result['class_mapping']}; recorded in "
+          f"{Path(weights) / CONFIG_NAME} and the model card")
 
 
 def convert_command(file: str, *, source: str, model: str, out: str, overwrite: bool = False,
@@ -123,5 +174,6 @@ def convert_command(file: str, *, source: str, model: str, out: str, overwrite: 
 convert_command.cli_aliases = {"--from": "--source", "--overwrite": "--overwrite=true"}
 # Bare switches, as in `attnzoo push CKPT --repo ORG/NAME --private`.
 push_command.cli_aliases = {"--private": "--private=true"}
+evaluate_command.cli_aliases = {"--overwrite": "--overwrite=true"}
 export_command.cli_aliases = {"--overwrite": "--overwrite=true",
                               "--fold-preprocessing": "--fold_preprocessing=true"}

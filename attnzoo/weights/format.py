@@ -132,22 +132,106 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise AttnzooError(f"cannot read weights {str(path)!r}: not a valid safetensors file ({err}).") from None
 
 
-def read_config(path: str | Path) -> dict:
+# config.json: the model's keys (ModelConfig.to_dict), then what the weights record beside the model.
+MODEL_KEYS = ("architecture", "num_classes", "model_args", "preprocessing", "label_names")
+RECORD_KEYS = ("metrics", "train_config", "source", "evaluation", "attnzoo_version", "format_version")
+# The measured accuracy `attnzoo evaluate` records: field -> (accepted types, what the error says is accepted).
+EVALUATION_FIELDS = {
+    "dataset": ((str,), "the data set's name, e.g. imagenet-1k"),
+    "data": ((str,), "the folder evaluated"),
+    "split": ((str,), "validation or test"),
+    "images": ((int,), "the number of images evaluated, a positive integer"),
+    "unreadable": ((int,), "the number of images skipped, an integer >= 0"),
+    "classes": ((int,), "the number of class folders, a positive integer"),
+    "class_mapping": ((str,), "how folders map to outputs"),
+    "top1": ((int, float), "a fraction in [0, 1]"),
+    "top5": ((int, float), "a fraction in [0, 1]"),
+    "date": ((str,), "an ISO date, YYYY-MM-DD"),
+}
+EVALUATION_REQUIRED = ("dataset", "images", "top1", "top5", "date")
+
+
+def _plain_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_evaluation(evaluation, where: str) -> None:
+    if not isinstance(evaluation, Mapping):
+        raise AttnzooError(f"{where}: evaluation must be an object ({', '.join(EVALUATION_FIELDS)}), got "
+                           f"{evaluation!r}.")
+    unknown = sorted(set(evaluation) - set(EVALUATION_FIELDS))
+    missing = [k for k in EVALUATION_REQUIRED if k not in evaluation]
+    if unknown or missing:
+        what = f"unknown field(s) {', '.join(unknown)}" if unknown else f"lacks {', '.join(missing)}"
+        raise AttnzooError(f"{where}: evaluation {what} (accepted: {', '.join(EVALUATION_FIELDS)}; required: "
+                           f"{', '.join(EVALUATION_REQUIRED)}).")
+    for key, value in evaluation.items():
+        types, accepted = EVALUATION_FIELDS[key]
+        ok = isinstance(value, types) and not isinstance(value, bool)
+        if ok and key in ("top1", "top5"):
+            ok = 0 <= value <= 1
+        elif ok and key in ("images", "classes"):
+            ok = value > 0
+        elif ok and key == "unreadable":
+            ok = value >= 0
+        if not ok:
+            raise AttnzooError(f"{where}: evaluation.{key} must be {accepted}, got {value!r}.")
+
+
+def check_config(cfg, where: str = "config.json") -> dict:
+    """Refuse a config.json that is not exactly what this attnzoo writes, with one line naming the field, its
+    value and what is accepted. Nothing in it is ever imported or executed; this makes sure nothing is
+    silently misread either (a label list of the wrong length, a number as a string, a newer format)."""
+    if not isinstance(cfg, dict):
+        raise AttnzooError(f"{where} must be a JSON object, got {type(cfg).__name__}: it is not an attnzoo "
+                           "config.json.")
+    missing = [k for k in ("architecture", "num_classes") if k not in cfg]
+    if missing:
+        raise AttnzooError(f"{where} lacks {', '.join(missing)}: it is not an attnzoo config.json.")
+    version = cfg.get("format_version")
+    if version is None or isinstance(version, bool) or version != FORMAT_VERSION:
+        raise AttnzooError(f"{where}: format_version {version!r} is not one this attnzoo {__version__} reads "
+                           f"(accepted: {FORMAT_VERSION}); weights of another format need the attnzoo that wrote "
+                           "them.")
+    unknown = sorted(set(cfg) - set(MODEL_KEYS) - set(RECORD_KEYS))
+    if unknown:
+        raise AttnzooError(f"{where} has unknown field(s) {', '.join(unknown)} (accepted: "
+                           f"{', '.join(MODEL_KEYS + RECORD_KEYS)}).")
+    metrics = cfg.get("metrics")
+    if metrics is not None and (not isinstance(metrics, dict) or not all(
+            v is None or _plain_number(v) for v in metrics.values())):
+        raise AttnzooError(f"{where}: metrics must be an object of metric name -> number (or null), got {metrics!r}.")
+    source = cfg.get("source")
+    if source is not None and not isinstance(source, (str, dict)):
+        raise AttnzooError(f"{where}: source must be an object or a string (or null), got {source!r}.")
+    if cfg.get("evaluation") is not None:
+        check_evaluation(cfg["evaluation"], where)
+    if cfg.get("attnzoo_version") is not None and not isinstance(cfg["attnzoo_version"], str):
+        raise AttnzooError(f"{where}: attnzoo_version must be a string, got {cfg['attnzoo_version']!r}.")
+    try:
+        ModelConfig.from_dict(cfg)
+    except AttnzooError as err:
+        raise AttnzooError(f"{where}: {err}") from None
+    return cfg
+
+
+def parse_config(data: bytes, where: str) -> dict:
+    """A config.json's bytes, parsed and checked (:func:`check_config`)."""
+    try:
+        cfg = json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise AttnzooError(f"{where} is not valid JSON: {err}.") from None
+    return check_config(cfg, where)
+
+
+def read_config(path: str | Path, label: str | None = None) -> dict:
+    """config.json, parsed and checked; ``label`` names its source in errors (default: the path)."""
     path = Path(path)
     if not path.is_file():
         raise AttnzooError(f"no {CONFIG_NAME} at {str(path)!r}: attnzoo weights are a directory with "
                            f"{WEIGHTS_NAME} and {CONFIG_NAME} (write one with attnzoo.save_pretrained or "
                            f"`attnzoo export`).")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise AttnzooError(f"{str(path)!r} is not valid JSON: {err}.") from None
-    missing = [k for k in ("architecture", "num_classes") if k not in (cfg if isinstance(cfg, dict) else {})]
-    if missing:
-        raise AttnzooError(f"{str(path)!r} lacks {', '.join(missing)}: it is not an attnzoo config.json.")
-    if not isinstance(cfg.get("model_args") or {}, dict):
-        raise AttnzooError(f"{str(path)!r}: model_args must be a JSON object, got {cfg['model_args']!r}.")
-    return cfg
+    return parse_config(path.read_bytes(), f"{CONFIG_NAME} of {label}" if label else repr(str(path)))
 
 
 def listing(keys, limit: int = 8) -> str:

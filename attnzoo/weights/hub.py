@@ -171,19 +171,21 @@ def evict(cached_path: Path) -> None:
             pass
 
 
-def upload_folder(folder: Path, repo_id: str, revision: str | None = None, private: bool = False,
-                  message: str = "Upload attnzoo weights") -> tuple[str, str]:
-    """Create the repo (and branch) when needed and commit ``folder``; returns (commit sha, commit url)."""
-    from huggingface_hub import HfApi
+def upload_files(files: dict[str, Path | bytes], repo_id: str, revision: str | None = None, private: bool = False,
+                 message: str = "Upload attnzoo weights") -> tuple[str, str]:
+    """Create the repo (and branch) when needed and commit ``files`` (path in the repo -> local file or bytes)
+    in one commit; returns (commit sha, commit url)."""
+    from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub import errors as hf_errors
 
     api = HfApi(endpoint=endpoint())
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=content if isinstance(content, bytes)
+                                     else str(content)) for name, content in files.items()]
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), revision=revision,
-                                 commit_message=message)
+        info = api.create_commit(repo_id=repo_id, operations=operations, revision=revision, commit_message=message)
     except _network_errors() as err:
         raise AttnzooError(f"cannot reach the Hub at {endpoint()} to push {repo_id!r}: {err}.") from None
     except hf_errors.HfHubHTTPError as err:

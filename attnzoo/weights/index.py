@@ -1,8 +1,10 @@
 """The zoo's index of published weights: ``checkpoints/index.json`` (schema in its README.md).
 
 One record per weight, keyed by the name ``attnzoo.load(name)`` accepts. A record pins the Hub repo to a
-commit and gives the sha256 of its safetensors file, so ``load`` can refuse a file that is not the one the
-zoo published. The index ships inside the package (package data), so ``pip install attnzoo`` carries it.
+commit and gives the sha256 of its safetensors file and of its config.json, so ``load`` can refuse a file that
+is not the one the zoo published: other weights, or the same weights with other label names or preprocessing.
+Records written before config.json was pinned (no ``config_sha256``) still load, with a warning. The index
+ships inside the package (package data), so ``pip install attnzoo`` carries it.
 
 ``ATTNZOO_CHECKPOINTS`` (paths to more index files, separated by ``os.pathsep``) adds records, for a lab's
 own published weights; their records win over the shipped ones of the same name.
@@ -38,10 +40,12 @@ class WeightRecord:
     sha256: str
     num_classes: int
     source: dict | str
+    config_sha256: str | None = None  # of config.json; None in records made before it was pinned
     filename: str = "model.safetensors"
     dataset: str | None = None
     metrics: dict = field(default_factory=dict)
     config: dict | str | None = None
+    evaluation: dict | None = None  # how the metrics were measured (config.json's "evaluation")
     index: str = ""  # which index file holds the record, for error messages
 
 
@@ -53,6 +57,9 @@ def _check(name: str, raw: dict, where: str) -> WeightRecord:
         raise AttnzooError(f"{where}: record {name!r} lacks {', '.join(missing)} (required: {', '.join(REQUIRED)}).")
     if not _SHA256.match(str(raw["sha256"])):
         raise AttnzooError(f"{where}: record {name!r} has sha256 {raw['sha256']!r}; expected 64 lowercase hex digits.")
+    if "config_sha256" in raw and not _SHA256.match(str(raw["config_sha256"])):
+        raise AttnzooError(f"{where}: record {name!r} has config_sha256 {raw['config_sha256']!r}; expected 64 "
+                           "lowercase hex digits (the sha256 of config.json, printed by attnzoo push).")
     if not _COMMIT.match(str(raw["revision"])):
         raise AttnzooError(f"{where}: record {name!r} has revision {raw['revision']!r}; a record pins a commit "
                            "(40 hex digits), never a branch that can move.")
@@ -94,15 +101,17 @@ def load_index() -> dict[str, WeightRecord]:
     return records
 
 
-def index_entry(name: str, architecture: str, repo_id: str, revision: str, sha256: str, num_classes: int,
-                source, metrics=None, dataset=None, config=None) -> dict:
+def index_entry(name: str, architecture: str, repo_id: str, revision: str, sha256: str, config_sha256: str,
+                num_classes: int, source, metrics=None, dataset=None, config=None, evaluation=None) -> dict:
     """The record ``attnzoo push`` prints, ready to paste under ``weights`` in an index file."""
     record = {"architecture": architecture, "repo_id": repo_id, "revision": revision, "sha256": sha256,
-              "num_classes": num_classes, "source": source}
+              "config_sha256": config_sha256, "num_classes": num_classes, "source": source}
     if metrics:
         record["metrics"] = metrics
     if dataset:
         record["dataset"] = dataset
+    if evaluation:
+        record["evaluation"] = evaluation
     if config is not None:
         record["config"] = config
     return {name: record}
