@@ -33,6 +33,12 @@ os.environ["HF_ENDPOINT"] = _HUB.url
 TEST_TOKEN = "hf_attnzoo_test_token"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Grouped tests first (pytest-xdist's loadgroup runs a group on one worker, in this order): the ONNX
+    group's all-42 sweep is the longest thing in the suite and should start at once, not last."""
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)  # stable: the rest keep order
+
+
 @pytest.fixture(scope="session")
 def hub_server():
     _HUB.start()

@@ -127,6 +127,12 @@ def onnx_exports(tmp_path_factory):
 
 
 # --------------------------------------------------------------------------------------- parity (default)
+# The tests sharing onnx_exports' files run on one pytest-xdist worker (a session fixture is per worker);
+# conftest.py starts this group first, so the long all-42 sweep overlaps the rest of the suite.
+ONNX_GROUP = pytest.mark.xdist_group("onnx-exports")
+
+
+@ONNX_GROUP
 @pytest.mark.parametrize("attention", list(PER_ATTENTION))
 def test_onnx_matches_eager_in_onnxruntime_at_both_shapes(attention, onnx_exports):
     name, options = PER_ATTENTION[attention]
@@ -134,6 +140,7 @@ def test_onnx_matches_eager_in_onnxruntime_at_both_shapes(attention, onnx_export
     assert max(errors) <= TOLERANCE, (name, errors)
 
 
+@ONNX_GROUP
 def test_tiny_images_run_through_the_same_graph(onnx_exports):
     # 32x32 leaves a 1x1 map after the last stage (the case torch.export must not specialise away, and the one
     # nn.ChannelShuffle could not be exported for) and 37x29 is neither square nor a multiple of the stride.
@@ -401,6 +408,7 @@ def all_models_exported(request, onnx_exports, tmp_path_factory):
         yield futures
 
 
+@ONNX_GROUP
 @pytest.mark.slow
 @pytest.mark.parametrize("name", attnzoo.list_models())
 def test_every_model_exports_and_matches_eager_in_onnxruntime(name, all_models_exported):
