@@ -127,7 +127,7 @@ def onnx_exports(tmp_path_factory):
 
 # --------------------------------------------------------------------------------------- parity (default)
 # The tests sharing onnx_exports' files run on one pytest-xdist worker (a session fixture is per worker);
-# conftest.py starts this group first, so the long all-42 sweep overlaps the rest of the suite.
+# conftest.py starts this group first.
 ONNX_GROUP = pytest.mark.xdist_group("onnx-exports")
 
 
@@ -409,6 +409,7 @@ def all_models_exported(request, onnx_exports, tmp_path_factory):
 
 @ONNX_GROUP
 @pytest.mark.slow
+@pytest.mark.exhaustive
 @pytest.mark.parametrize("name", attnzoo.list_models())
 def test_every_model_exports_and_matches_eager_in_onnxruntime(name, all_models_exported):
     result = all_models_exported[name].result()  # no timeout: a job may wait behind all the others
