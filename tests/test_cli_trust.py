@@ -105,6 +105,12 @@ def test_checkpoint_files_that_are_not_checkpoints_are_one_line(tmp_path):
     text.write_text("hello, this is not a checkpoint\n")
     line = one_error_line(attnzoo("validate", *SHAPES, "--ckpt_path", str(text), cwd=tmp_path))
     assert "notes.ckpt' is not a PyTorch checkpoint" in line
+    # Text whose first byte is no pickle opcode reaches torch's weights-only unpickler, which must not make it
+    # a checkpoint "refused for needing code".
+    markdown = tmp_path / "README.md"
+    markdown.write_text("# attnzoo\n\nnot a checkpoint either\n")
+    line = one_error_line(attnzoo("validate", *SHAPES, "--ckpt_path", str(markdown), cwd=tmp_path))
+    assert "README.md' is not a PyTorch checkpoint" in line and "not a pickle" in line, line
 
     pickled = tmp_path / "pickled.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": argparse.Namespace(model="eca_r18")}, pickled)

@@ -117,14 +117,21 @@ def _process_alive(pid: int) -> bool:
 def describe_load_error(path, err: BaseException) -> AttnzooError:
     """One line for a file ``torch.load(weights_only=True)`` could not read."""
     text = " ".join(str(err).split())
-    if "Unsupported global" in text or "weights_only" in text.lower() or "WeightsUnpickler" in text:
+    # A byte that is no pickle opcode at all (text, an image...) makes no refused checkpoint but no checkpoint:
+    # torch reports both through its weights-only unpickler.
+    opcode = re.search(r"Unsupported operand (\S+)", text)
+    if opcode:
+        reason = f"its bytes are not a pickle: byte {opcode[1]} where an opcode should be"
+    elif "Unsupported global" in text or "weights_only" in text.lower() or "WeightsUnpickler" in text:
         what = text.split("Unsupported global:", 1)[1].split(" was not")[0].strip() if "Unsupported global:" in text else ""
         named = f" ({what})" if what else ""
         return AttnzooError(
             f"refused to load {str(path)!r}: it needs Python objects unpickled{named}, which could run any code; "
             "attnzoo reads checkpoints with torch.load(weights_only=True) only (tensors, numbers, strings, "
             "containers). A checkpoint written by `attnzoo fit` never needs more.")
-    return AttnzooError(f"{str(path)!r} is not a PyTorch checkpoint ({type(err).__name__}: {text[:200]}); give a "
+    else:
+        reason = f"{type(err).__name__}: {text[:200]}"
+    return AttnzooError(f"{str(path)!r} is not a PyTorch checkpoint ({reason}); give a "
                         "file written by `attnzoo fit` (e.g. <default_root_dir>/checkpoints/last.ckpt).")
 
 
