@@ -65,7 +65,12 @@ def test_quickstart_fit_validate_predict_resume(tmp_path):
     ("args", "message"),
     [
         (["--model.model", "eca_r19"], "unknown model 'eca_r19'. Did you mean: eca_r18"),
-        (["--trainer.max_epohcs", "2"], "trainer.max_epohcs"),
+        (["--trainer.max_epohcs", "2"], "--trainer.max_epohcs 2. Did you mean: --trainer.max_epochs"),
+        # A prefix is no abbreviation: argparse would have run the option it happens to begin.
+        (["--trainer.max_epoch", "1"], "--trainer.max_epoch 1. Did you mean: --trainer.max_epochs"),
+        (["--data.batchsize", "8"], "--data.batchsize is not an option of attnzoo.data.ShapesDataModule. "
+                                    "Did you mean: --data.batch_size?"),
+        (["--data.num_val", "many"], "--data.num_val of attnzoo.data.ShapesDataModule takes int, got 'many'"),
         (["--model.no_weight_decay", "bias"], "no_weight_decay"),
         (["--data", "attnzoo.data.ImageFolderDataModule", "--data.data_dir", "missing/imagenet"],
          "missing/imagenet' does not exist: expected"),

@@ -18,14 +18,18 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
+import inspect
 import os
+import re
 import signal
 import sys
 from datetime import timedelta
 from pathlib import Path
 
 from jsonargparse import ArgumentError
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -261,7 +265,7 @@ def make_cli(args: list[str] | None, run: bool = True) -> AttnzooCLI:
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
         trainer_defaults={"default_root_dir": "runs/default"},
-        parser_kwargs={"prog": "attnzoo", "exit_on_error": False},
+        parser_kwargs={"prog": "attnzoo", "exit_on_error": False, "allow_abbrev": False},
     )
 
 
@@ -284,13 +288,47 @@ def run_lightning_cli(argv: list[str]) -> AttnzooCLI:
               file=sys.stderr)
         raise SystemExit(128 + signal.SIGTERM) from None
     except ArgumentError as err:
-        raise usage_error(err, next((a for a in argv if a in SUBCOMMANDS), "")) from None
+        raise _option_error(err, next((a for a in argv if a in SUBCOMMANDS), "")) from None
     except Exception as err:
         # jsonargparse wraps errors raised while instantiating a class; surface the user's mistake itself.
         cause = _user_error(err) or _collective_timeout(err, argv)
         if cause is None:
             raise
         raise cause from None
+
+
+def _option_error(err: BaseException, command: str) -> AttnzooError:
+    """A parser error as one line; a misspelt --trainer.*, --model.* or --data.* option gets the closest real
+    ones ("Did you mean: --trainer.max_epochs?"). argparse's abbreviations are off: a prefix such as
+    --trainer.max_epoch is a mistake to point out, not a shorthand to guess at."""
+    text = " ".join(str(err).split())
+    unrecognized = re.search(r"unrecognized arguments: --(trainer|model|data)\.(\w+)", text)
+    # A data module option jsonargparse reports inside its union of data module classes, several lines deep.
+    not_accepted = re.search(r"Problem with given class_path '([\w.]+)': Option '(\w+)' is not accepted", text)
+    wrong_type = re.search(r"Problem with given class_path '([\w.]+)': Parser key \"(\w+)\": Expected a <class '(\w+)'>\. "
+                           r"Got value: (.*?) - Expected", text)
+    if wrong_type:
+        return AttnzooError(f"--data.{wrong_type[2]} of {wrong_type[1]} takes {wrong_type[3]}, got {wrong_type[4]!r} "
+                            f"(see: attnzoo {command} --help)")
+    if not_accepted:
+        module = not_accepted[1]
+        owners = [cls for cls in _subclasses(ClassificationDataModule) if f"{cls.__module__}.{cls.__name__}" == module
+                  or module.endswith(f".{cls.__name__}")]
+        text = f"--data.{not_accepted[2]} is not an option of {module}"
+        group, name = "data", not_accepted[2]
+    elif unrecognized:
+        group, name = unrecognized[1], unrecognized[2]
+        owners = {"trainer": [Trainer], "model": [ImageClassifier], "data": _subclasses(ClassificationDataModule)}[group]
+    else:
+        return usage_error(err, command)
+    names = {p for cls in owners for p in inspect.signature(cls.__init__).parameters} - {"self", "args", "kwargs"}
+    close = difflib.get_close_matches(name, sorted(names), n=3, cutoff=0.7)
+    hint = f". Did you mean: {', '.join(f'--{group}.{c}' for c in close)}?" if close else ""
+    return AttnzooError(f"{text}{hint} (see: attnzoo {command} --help)")
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [cls, *(sub for direct in cls.__subclasses__() for sub in _subclasses(direct))]
 
 
 def _collective_timeout(err: BaseException, argv: list[str]) -> AttnzooError | None:
