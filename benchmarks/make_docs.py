@@ -12,6 +12,8 @@ full regeneration from runs without peers keeps the section the page already has
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import shutil
 import sys
@@ -106,12 +108,21 @@ def goals(runs: list[tuple[str, dict]]) -> list[str]:
     return lines
 
 
-def _peer_note(label: str) -> str:
+@functools.cache
+def _peer_catalogue() -> dict:
+    """benchmarks/peers.py's catalogue (beside this script), for the peers' notes; empty without attnzoo."""
     try:
-        from attnzoo.bench.peers import PEERS
+        spec = importlib.util.spec_from_file_location("attnzoo_benchmark_peers", Path(__file__).with_name("peers.py"))
+        catalogue = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(catalogue)
     except ImportError:  # the page can be rendered without attnzoo installed
-        return ""
-    return PEERS[label].note if label in PEERS else ""
+        return {}
+    return catalogue.PEERS
+
+
+def _peer_note(label: str) -> str:
+    peer = _peer_catalogue().get(label)
+    return peer.note if peer else ""
 
 
 def peer_section(runs: list[tuple[str, dict]]) -> list[str]:

@@ -124,3 +124,23 @@ def make_lightning_checkpoint(tmp_path):
         return path, model
 
     return make
+
+
+@pytest.fixture
+def registered_peers():
+    """benchmarks/peers.py's timm/torchvision catalogue registered with the bench for one test (the package
+    itself never imports either library)."""
+    import importlib.util
+    from pathlib import Path
+
+    from attnzoo.bench import peers
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "peers.py"
+    spec = importlib.util.spec_from_file_location("attnzoo_benchmark_peers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    saved = dict(peers.PEERS)
+    peers.register(module.PEERS.values())
+    yield module
+    peers.PEERS.clear()
+    peers.PEERS.update(saved)

@@ -104,16 +104,22 @@ def test_selection_globs_variants_and_the_added_plain_backbone():
 
 @pytest.mark.skipif(importlib.util.find_spec("timm") is not None or importlib.util.find_spec("torchvision") is not None,
                     reason="checks the venv without peers (the peers venv has tests/test_peers.py)")
-def test_without_timm_or_torchvision_no_peer_is_added_and_asking_for_one_is_one_clear_error():
+def test_without_timm_or_torchvision_no_peer_is_added_and_asking_for_one_is_one_clear_error(registered_peers):
     groups = select(["r50", "se_r50"], peers=None)
     assert [e.label for e in groups["r50"]] == ["r50", "se_r50"]
     with pytest.raises(AttnzooError, match="'timm:seresnet50' needs timm, which is not installed here"):
         select(["timm:seresnet50"])
-    with pytest.raises(AttnzooError, match="neither timm nor torchvision is installed"):
+    with pytest.raises(AttnzooError, match="timm and torchvision are not installed"):
         select(["r50"], peers=True)
     with pytest.raises(AttnzooError, match="unknown torchvision peer 'torchvision:vgg16'. Accepted: torchvision:mobilenet_v2"):
         select(["torchvision:vgg16"])
     assert "timm" not in sys.modules and "torchvision" not in sys.modules
+
+
+def test_plain_attnzoo_bench_has_no_peers_and_says_where_they_come_from():
+    with pytest.raises(AttnzooError, match="no peers are registered: attnzoo does not import timm or torchvision"):
+        select(["timm:seresnet50"])
+    assert [e.label for e in select(["r50", "se_r50"], peers=None)["r50"]] == ["r50", "se_r50"]
 
 
 def test_cli_bad_option_is_one_line(capsys):

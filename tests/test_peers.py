@@ -293,7 +293,7 @@ def _make_docs():
     return module
 
 
-def test_bench_adds_the_installed_peers_and_times_each_against_its_zoo_equivalent(tmp_path):
+def test_bench_adds_the_installed_peers_and_times_each_against_its_zoo_equivalent(tmp_path, registered_peers):
     _torchvision(), _timm_layers()
     groups = select(["r18", "se_r18", "eca_r18@kernel_size=3"], peers=None)
     labels = [e.label for e in groups["r18"]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -131,3 +132,15 @@ def test_every_subpackage_is_an_attribute_of_the_facade():
     import attnzoo
 
     assert documented <= set(attnzoo.SUBMODULES)
+
+
+def test_the_package_never_imports_timm_or_torchvision():
+    # They are test-time peers only (and cannot be installed beside the CPU torch): not even a lazy import,
+    # nor importlib with the name spelt out. The bench's peers are built by benchmarks/peers.py.
+    for name, path in _modules().items():
+        text = path.read_text()
+        for node in ast.walk(ast.parse(text, str(path))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] in ("timm", "torchvision") for n in names), (name, ast.dump(node))
+        assert not re.search(r"import_module\(\s*['\"](timm|torchvision)", text), name

@@ -1,9 +1,9 @@
-"""timm's and torchvision's counterparts of the zoo's models, timed in the same run as the zoo model they equal.
+"""Models from other libraries (timm's, torchvision's) timed in the same run as the zoo model they equal.
 
-A peer is named ``timm:NAME`` or ``torchvision:NAME`` (``attnzoo bench --models '[se_r50, timm:seresnet50]'``),
-or added by itself (``--peers``, on by default) for every zoo model in the run that has one, where the
-peer's library is installed. Neither library is a dependency: this module imports them only to build a
-peer, and a missing one only means no peers of it.
+attnzoo never imports those libraries: the catalogue of peers and the code that builds them live outside the
+package, in ``benchmarks/peers.py``, which registers them here and then runs ``attnzoo bench``
+(``python benchmarks/peers.py --models '[se_r50, timm:seresnet50]'``). A peer is named ``LIBRARY:NAME``; with
+``--peers`` (on by default) every zoo model in the run gets its registered peers whose library is installed.
 
 Each peer is compared with its zoo equivalent as a ratio measured in the same rounds (``ratio_to_equivalent``:
 peer time over zoo time), besides the ratio to the plain backbone every model gets. Where a peer is not
@@ -12,10 +12,8 @@ exactly the zoo model's architecture, ``note`` says how it differs (see docs/pee
 
 from __future__ import annotations
 
-import functools
-import importlib
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from torch import nn
@@ -23,64 +21,24 @@ from torch import nn
 from attnzoo.errors import AttnzooError
 
 LIBRARIES = ("timm", "torchvision")
-DEPTHS = (18, 34, 50, 101, 152)
+REGISTERING_SCRIPT = "benchmarks/peers.py"
 
 
 @dataclass(frozen=True)
 class Peer:
     label: str  # as given on the command line, e.g. "timm:seresnet50"
-    library: str  # "timm" or "torchvision"
+    library: str  # "timm" or "torchvision": the one the builder imports
     equivalent: str  # the zoo model it is compared with
-    build: Callable[[object, int], nn.Module]  # (the imported library, num_classes) -> model
+    build: Callable[[int], nn.Module]  # num_classes -> model; imports its library itself, when called
     note: str = ""
 
 
-def _torchvision(name: str):
-    return lambda tv, num_classes: getattr(tv.models, name)(weights=None, num_classes=num_classes)
+PEERS: dict[str, Peer] = {}
 
 
-def _timm(name: str):
-    return lambda timm, num_classes: timm.create_model(name, num_classes=num_classes)
-
-
-def _timm_resnet_with(depth: int, attention: str):
-    """timm's ResNet with its attention layer in every block, at the paper's options where timm has them."""
-
-    def build(timm, num_classes):
-        from timm.layers import cbam, global_context
-
-        layer = {
-            "eca": "eca",  # adaptive kernels (5, 5, 5, 7 on ResNet-50), not the released per-stage ones
-            "cbam": functools.partial(cbam.CbamModule, mlp_bias=True),
-            "gca": functools.partial(global_context.GlobalContext, fuse_add=True, fuse_scale=False, rd_ratio=1 / 16),
-        }[attention]
-        return timm.create_model(f"resnet{depth}", num_classes=num_classes, block_args={"attn_layer": layer})
-
-    return build
-
-
-def _catalogue() -> dict[str, Peer]:
-    peers = [Peer("torchvision:mobilenet_v2", "torchvision", "mobilenetv2", _torchvision("mobilenet_v2")),
-             Peer("timm:mobilenetv2_100", "timm", "mobilenetv2", _timm("mobilenetv2_100"),
-                  "timm's EfficientNet-builder MobileNetV2: the same layers and parameter count, other module names")]
-    for depth in DEPTHS:
-        zoo = f"r{depth}"
-        peers += [
-            Peer(f"torchvision:resnet{depth}", "torchvision", zoo, _torchvision(f"resnet{depth}")),
-            Peer(f"timm:resnet{depth}", "timm", zoo, _timm(f"resnet{depth}")),
-            Peer(f"timm:seresnet{depth}", "timm", f"se_{zoo}", _timm(f"seresnet{depth}"),
-                 "SE hidden widths rounded up to a multiple of 8" if depth < 50 else ""),
-            Peer(f"timm:resnet{depth}+eca", "timm", f"eca_{zoo}", _timm_resnet_with(depth, "eca"),
-                 "ECA kernels by the adaptive rule, not the released per-stage sizes"),
-            Peer(f"timm:resnet{depth}+cbam", "timm", f"cbam_{zoo}", _timm_resnet_with(depth, "cbam"),
-                 "CbamModule(mlp_bias=True): [mean, max] descriptor, BN momentum 0.1"),
-            Peer(f"timm:resnet{depth}+gca", "timm", f"gc_{zoo}", _timm_resnet_with(depth, "gca"),
-                 "GlobalContext(fuse_add=True, fuse_scale=False, rd_ratio=1/16)"),
-        ]
-    return {peer.label: peer for peer in peers}
-
-
-PEERS = _catalogue()
+def register(peers: Iterable[Peer]) -> None:
+    """Make ``peers`` known to the bench (benchmarks/peers.py calls this before running it)."""
+    PEERS.update({peer.label: peer for peer in peers})
 
 
 def is_peer_label(item: str) -> bool:
@@ -93,6 +51,9 @@ def installed(library: str) -> bool:
 
 
 def get(label: str) -> Peer:
+    if not PEERS:
+        raise AttnzooError(f"{label!r} is a peer model, and no peers are registered: attnzoo does not import timm or "
+                           f"torchvision itself; run the bench through `python {REGISTERING_SCRIPT}` (same options).")
     if label not in PEERS:
         library = label.split(":", 1)[0]
         known = [name for name in PEERS if name.startswith(f"{library}:")]
@@ -105,11 +66,10 @@ def get(label: str) -> Peer:
 
 
 def peers_of(zoo_name: str) -> list[Peer]:
-    """The installed peers of a zoo model, torchvision's first."""
+    """The registered, installed peers of a zoo model, torchvision's first."""
     return sorted((p for p in PEERS.values() if p.equivalent == zoo_name and installed(p.library)),
                   key=lambda p: (p.library != "torchvision", p.label))
 
 
 def build(label: str, num_classes: int) -> nn.Module:
-    peer = PEERS[label]
-    return peer.build(importlib.import_module(peer.library), num_classes)
+    return PEERS[label].build(num_classes)

@@ -5,7 +5,7 @@ after ``@`` (``gam_mobilenetv2@groups=2``, several joined by ``,``; values are r
 Every attention model is measured against its plain backbone in the same run, so the plain backbone is
 added when it was not asked for. A timm or torchvision peer (``timm:seresnet50``, see
 :mod:`attnzoo.bench.peers`) is measured against its zoo equivalent too, which is added in the same way;
-``peers=None`` adds the installed peers of every zoo model asked for.
+``peers=None`` adds the installed peers of every zoo model asked for (those benchmarks/peers.py registered).
 """
 
 from __future__ import annotations
@@ -92,9 +92,10 @@ def select(models: list[str] | str, peers: bool | None = False) -> dict[str, lis
     """
     if isinstance(models, str):
         models = [models]
-    if peers is True and not any(peer_catalogue.installed(lib) for lib in peer_catalogue.LIBRARIES):
-        raise AttnzooError("peers=true, but neither timm nor torchvision is installed here (install them in a "
-                           "separate venv, see docs/peers.md), or pass peers=false.")
+    if peers is True and not any(peer_catalogue.installed(p.library) for p in peer_catalogue.PEERS.values()):
+        raise AttnzooError("peers=true, but no peer can be built here: timm and torchvision are not installed (install "
+                           "them in a separate venv, see docs/peers.md) or no peers are registered (run the bench "
+                           f"through `python {peer_catalogue.REGISTERING_SCRIPT}`); or pass peers=false.")
     groups: dict[str, list[Entry]] = {}
     seen: set[str] = set()
 

@@ -17,8 +17,8 @@ class BenchSettings:
 
     Args:
         models: names, globs or variants, e.g. [r50, "*_r50", "gam_mobilenetv2@groups=2"], and timm /
-            torchvision peers such as timm:seresnet50 or torchvision:resnet50 (where installed; each is timed
-            beside its zoo equivalent).
+            torchvision peers such as timm:seresnet50 or torchvision:resnet50 (run through
+            benchmarks/peers.py, where installed; each is timed beside its zoo equivalent).
         tasks: infer (forward under inference_mode) and/or train (forward, backward, SGD step).
         compile: eager and/or torch.compile modes (default, reduce-overhead, max-autotune,
             max-autotune-no-cudagraphs), and onnxruntime (the model as `attnzoo export --format onnx` writes it,
@@ -38,8 +38,8 @@ class BenchSettings:
         num_classes: classifier outputs.
         model_args: options for every zoo model, e.g. {width_mult: 0.5}.
         threads: torch CPU threads (default: torch's choice).
-        peers: add timm's and torchvision's equivalents of the zoo models asked for (attnzoo.bench.peers),
-            each reported as a ratio to its zoo model. Default (null): those installed here, unless
+        peers: add timm's and torchvision's equivalents of the zoo models asked for (registered by
+            benchmarks/peers.py), each reported as a ratio to its zoo model. Default (null): those installed, unless
             model_args are given (a peer would not take them); true: refuse a run without timm or
             torchvision; false: none.
     """
