@@ -184,7 +184,13 @@ def test_gradients_reach_every_parameter(make):
     x = torch.randn(4, 32, 6, 6, requires_grad=True)
     module(x).square().sum().backward()
     for name, p in module.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+        assert p.grad is not None, name
+        if isinstance(module, GlobalContext) and name == "conv_mask.bias":
+            # softmax over positions ignores a constant shift: the official mask bias has zero gradient, in
+            # exact arithmetic; in float32 what is left is rounding (0 or ~1e-9), so a nonzero check flakes.
+            assert p.grad.abs().max() < 1e-5, name
+            continue
+        assert p.grad.abs().sum() > 0, name
     assert x.grad.abs().sum() > 0
 
 

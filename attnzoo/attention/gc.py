@@ -26,6 +26,10 @@ rounds the hidden width to the nearest integer where the official code (and this
 ratio)``, the same when C is a multiple of 16; and its init zeroes the last conv's weight but not its bias,
 so timm's "gca" is not an identity at start (|y - x| = 0.25 measured) where this block is.
 
+The mask conv's bias is kept because the official code (and its checkpoints) has it, but it does nothing: the
+softmax over positions is unchanged by a constant shift, so the bias gets zero gradient and stays where it
+was initialised.
+
 Placement: after the last conv + BN of the residual branch, before the addition. The official code has no
 BasicBlock version; the same spot is used there, as the author suggests.
 
