@@ -186,9 +186,9 @@ def test_gradients_reach_every_parameter(make):
     for name, p in module.named_parameters():
         assert p.grad is not None, name
         if isinstance(module, GlobalContext) and name == "conv_mask.bias":
-            # softmax over positions ignores a constant shift: the official mask bias has zero gradient, in
-            # exact arithmetic; in float32 what is left is rounding (0 or ~1e-9), so a nonzero check flakes.
-            assert p.grad.abs().max() < 1e-5, name
+            # softmax over positions ignores a constant shift: the official mask bias has zero gradient in
+            # exact arithmetic; in float32 what is left is rounding (zero or not), so a nonzero check flakes.
+            assert p.grad.abs().max() < 1e-5 * module.conv_mask.weight.grad.abs().max(), name
             continue
         assert p.grad.abs().sum() > 0, name
     assert x.grad.abs().sum() > 0
