@@ -54,6 +54,8 @@ def test_quickstart_fit_validate_predict_resume(tmp_path):
     assert predict.returncode == 0, predict.stderr[-3000:]
     lines = [line for line in predict.stdout.splitlines() if line.startswith("val[")]
     assert len(lines) == 8 and "(true: " in lines[0] and "%" in lines[0]
+    for run in (fit, validate, predict):  # Lightning's hosted-service advertisements are not shown
+        assert "Tip:" not in run.stdout + run.stderr and "litlogger" not in run.stdout + run.stderr
 
     resume = attnzoo("fit", "--config", str(QUICKSTART), *TINY, "--trainer.max_epochs", "2", "--ckpt_path", "last",
                      cwd=tmp_path)

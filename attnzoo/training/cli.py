@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import inspect
+import logging
 import os
 import re
 import signal
@@ -269,6 +270,18 @@ def make_cli(args: list[str] | None, run: bool = True) -> AttnzooCLI:
     )
 
 
+class _NoAdvertisements(logging.Filter):
+    """Drops Lightning's "💡 Tip: try installing litlogger / litmodels" lines: advertisements for a hosted
+    service, printed on every run, that say nothing about the run. Only in the CLI; importing attnzoo leaves
+    Lightning's logging alone."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+_NO_ADVERTISEMENTS = _NoAdvertisements()
+
+
 def run_lightning_cli(argv: list[str]) -> AttnzooCLI:
     """Run a Lightning subcommand (fit, validate, test, predict) with ``argv`` (without the program name).
 
@@ -277,6 +290,7 @@ def run_lightning_cli(argv: list[str]) -> AttnzooCLI:
     by then.
     """
     check_config_files(argv)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NO_ADVERTISEMENTS)  # idempotent
     # Parsing sys.argv itself (rather than a copy) keeps Lightning quiet; DDP re-launches sys.argv either way.
     args = None if list(argv) == sys.argv[1:] else list(argv)
     try:
