@@ -72,7 +72,12 @@ def test_quickstart_fit_validate_predict_resume(tmp_path):
         (["--trainer.max_epoch", "1"], "--trainer.max_epoch 1. Did you mean: --trainer.max_epochs"),
         (["--data.batchsize", "8"], "--data.batchsize is not an option of attnzoo.data.ShapesDataModule. "
                                     "Did you mean: --data.batch_size?"),
-        (["--data.num_val", "many"], "--data.num_val of attnzoo.data.ShapesDataModule takes int, got 'many'"),
+        (["--data.num_val", "many"], "--data.num_val of attnzoo.data.ShapesDataModule takes an integer, got 'many'"),
+        # jsonargparse's union reports (every subtype and why it refused) come out as one short sentence.
+        (["--trainer.max_epochs", "many"], "--trainer.max_epochs takes an integer or null, got 'many' (see"),
+        (["--model.optimizer.lr", "abc"], "--model.optimizer.lr takes a number, got 'abc' (see"),
+        (["--trainer.precision", "17"], "--trainer.precision takes null or one of 64, 32, 16, transformer-engine,"),
+        (["--trainer.devices", "x"], "trainer: `devices` selected with `CPUAccelerator` should be an int > 0."),
         (["--model.no_weight_decay", "bias"], "no_weight_decay"),
         (["--data", "attnzoo.data.ImageFolderDataModule", "--data.data_dir", "missing/imagenet"],
          "missing/imagenet' does not exist: expected"),
