@@ -9,9 +9,11 @@ A user mistake (:class:`attnzoo.errors.AttnzooError`) ends in one line on stderr
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import json
 import os
+import re
 import sys
 
 from attnzoo._version import __version__
@@ -102,7 +104,7 @@ def _collect_lists(argv: list[str], flags) -> list[str]:
         if len(words) == 1 and words[0].lstrip().startswith("["):
             out.append(f"{flag}={words[0]}")
         else:
-            out.append(f"{flag}={json.dumps(words)}")
+            out.append(f"{flag}={json.dumps(words)}")  # quoted: jsonargparse still makes "8" an int
     return out
 
 
@@ -118,10 +120,20 @@ def _run_extra(command: str, argv: list[str]) -> None:
     # (jsonargparse makes only required parameters positional).
     if argv and not argv[0].startswith("-") and params and params[0].default is not inspect.Parameter.empty:
         argv = [f"--{params[0].name}", *argv]
+    options = {"as_positional": True, "parser_mode": "yaml", "exit_on_error": False, "allow_abbrev": False}
     try:
-        auto_cli(func, args=argv, as_positional=True, parser_mode="yaml", exit_on_error=False)
+        auto_cli(func, args=argv, **options)
     except ArgumentError as err:
-        raise usage_error(err, command) from None
+        unrecognized = re.search(r"unrecognized arguments: (--[\w.]+)", str(err))
+        if unrecognized is None:
+            raise usage_error(err, command) from None
+        from jsonargparse import auto_parser
+
+        flags = [flag for action in auto_parser(func, **options)._actions for flag in action.option_strings
+                 if flag.startswith("--") and not flag.endswith("+")]
+        close = difflib.get_close_matches(unrecognized[1], flags, n=3, cutoff=0.7)
+        hint = f". Did you mean: {', '.join(close)}?" if close else ""
+        raise AttnzooError(f"{' '.join(str(err).split())}{hint} (see: attnzoo {command} --help)") from None
 
 
 def main(argv: list[str] | None = None) -> None:

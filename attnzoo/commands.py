@@ -91,3 +91,6 @@ def info_command(
         f"extra {info['extra_flops'] / 1e9:.4f} G = {flops_pct:.3f}%"
     )
     print(f"  note: {info['flops_note']}")
+
+
+info_command.cli_lists = ("--input_size",)  # `attnzoo info r50 --input_size 3 160 160`

@@ -8,6 +8,7 @@ line prints that message as one line and exits non-zero; anything else is a bug 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 
@@ -32,4 +33,85 @@ def unknown(kind: str, name: str, choices: Iterable[str], accepted: str | None =
 
 def usage_error(err: BaseException, command: str) -> AttnzooError:
     """A parser error (unknown flag, wrong type) as one line that points at the command's --help."""
-    return AttnzooError(f"{' '.join(str(err).split())} (see: attnzoo {command} --help)")
+    text = " ".join(str(err).split())
+    return _type_error(text, command) or AttnzooError(f"{text} (see: attnzoo {command} --help)")
+
+
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true/false", "str": "a string",
+               "NoneType": "null", "dict": "a mapping", "list": "a list",
+               "collections.abc.Sequence": "a list", "tuple": "a list", "pathlib.Path": "a path"}
+
+
+def _type_error(text: str, command: str) -> AttnzooError | None:
+    """jsonargparse's wrong-type report (a union's every subtype and why each refused, several hundred characters)
+    as "--trainer.max_epochs takes an integer or null, got 'many'". The innermost key is the one at fault: for
+    ``--model.optimizer.lr abc`` the report nests lr's error inside the optimizer's."""
+    keys = re.findall(r'Parser key "([\w.]+)"', text)
+    if not keys:
+        return None
+    tail = text[text.rfind('Parser key "'):]
+    subtypes = re.search(r"Subtypes: \[", tail)
+    if subtypes:
+        expected = _split_top_level(_bracketed(tail, subtypes.end() - 1))
+    else:
+        single = re.search(r"Expected a (<class '[\w.]+'>|typing\.Literal\[|tuple with (\d+) elements)", tail)
+        if single is None:
+            return None
+        if single[2]:
+            given = re.search(r"Got value: (.*?)(?: - Expected|$)", tail)
+            return AttnzooError(f"--{'.'.join(keys)} takes {single[2]} values, got "
+                                f"{given[1].strip() if given else 'another number'} (see: attnzoo {command} --help)")
+        start = single.start(1)
+        expected = [tail[start:tail.index(">", start) + 1] if single[1].startswith("<")
+                    else "typing.Literal" + _bracketed(tail, single.end(1) - 1)]
+    given = re.search(r"(?:Given|Got) value: (.*?)(?:\. Got value:| - Expected| Given value type:|$)", tail)
+    if given is None:
+        return None
+    kinds, values = [], []
+    for name in expected:
+        literal = re.fullmatch(r"typing\.Literal\[(.*)\]", name)
+        if literal:
+            values += [v.strip().strip("'\"") for v in literal[1].split(",")]
+        elif (kind := describe_type(name)) and kind not in kinds:
+            kinds.append(kind)
+    if values:
+        kinds.append("one of " + ", ".join(dict.fromkeys(values)))
+    if not kinds:
+        return None
+    choices = kinds[0] if len(kinds) == 1 else f"{', '.join(kinds[:-1])} or {kinds[-1]}"
+    option = "--" + ".".join(keys)
+    return AttnzooError(f"{option} takes {choices}, got {given[1].strip()!r} (see: attnzoo {command} --help)")
+
+
+def _bracketed(text: str, start: int) -> str:
+    """The text of the bracket pair opening at ``text[start]``, brackets included."""
+    depth = 0
+    for i in range(start, len(text)):
+        depth += {"[": 1, "]": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[start:i + 1]
+    return text[start:]
+
+
+def _split_top_level(bracketed: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for ch in bracketed[1:-1]:
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += ch
+    return [*parts, current.strip()] if current.strip() else parts
+
+
+def describe_type(name: str) -> str | None:
+    """A jsonargparse type name in words: ``<class 'int'>`` -> "an integer". A torch.Tensor alternative
+    (Lightning's optimizers accept a tensor lr) is not something to type on a command line: None."""
+    cls = re.fullmatch(r"<class '([\w.]+)'>", name)
+    if cls is None:
+        return None
+    if cls[1] == "torch.Tensor":
+        return None
+    return _TYPE_NAMES.get(cls[1], cls[1].rsplit(".", 1)[-1])
+

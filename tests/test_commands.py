@@ -1,5 +1,6 @@
 """`attnzoo list` and `attnzoo info` through the console script, as a user runs them."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,15 +21,21 @@ def test_list_with_a_pattern_and_info():
     assert rows == ["eca_r18", "eca_r34", "eca_r50", "eca_r101", "eca_r152", "eca_mobilenetv2"]
     info = run("info", "eca_r50")
     assert info.returncode == 0 and "extra 80 " in info.stdout and "layer4: 3" in info.stdout
+    smaller = run("info", "eca_r50", "--input_size", "3", "160", "160")  # a list option takes several words
+    assert smaller.returncode == 0 and "FLOPs @3x160x160" in smaller.stdout, smaller.stderr
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
         (["info", "eca_r5"], "unknown model 'eca_r5'. Did you mean: eca_r50"),
-        (["info", "eca_r50", "--input_size", "224"], '"input_size"'),
+        (["info", "eca_r50", "--input_size", "224"], "--input_size takes 3 values, got ['224'] (see"),
         (["list", "--bogus"], "unrecognized arguments: --bogus (see: attnzoo list --help)"),
         (["list", "zzz*"], "no model matches 'zzz*'"),
+        # A misspelt option names the real one; a prefix is not taken as an abbreviation of it.
+        (["export", "r18", "--fromat", "onnx"], "--fromat onnx. Did you mean: --format? (see: attnzoo export --help)"),
+        (["bench", "--models", "r18", "--batch_size", "1"], "--batch_size 1. Did you mean: --batch_sizes? (see"),
+        (["bench", "--models", "r18", "--batch_sizes", "x"], "--batch_sizes takes an integer, got 'x' (see"),
     ],
 )
 def test_mistakes_end_in_one_line(args, message):
@@ -36,6 +43,17 @@ def test_mistakes_end_in_one_line(args, message):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("attnzoo: error: ") and message in lines[0], result.stderr
+
+
+def test_bench_list_options_take_several_words(tmp_path):
+    result = run("bench", "--models", "r18", "*_r18", "--tasks", "infer", "--compile", "eager", "--batch_sizes", "1",
+                 "2", "--resolutions", "32", "--warmup", "0", "--repeats", "1", "--min_time", "0", "--memory", "false",
+                 "--graph_breaks", "false", "--num_classes", "10", "--out_dir", str(tmp_path), "--plot", "false")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert {(r["model"], r["batch"]) for r in rows} == {(m, b) for m in ("r18", "se_r18", "eca_r18", "gct_r18",
+                                                                              "gc_r18", "cbam_r18", "gam_r18")
+                                                               for b in (1, 2)}
 
 
 def test_a_closed_pipe_is_not_a_traceback():

@@ -33,3 +33,9 @@ def bench_command(out_dir: str | None = "bench-out", plot: bool = True, data_dir
     if out_dir is not None:
         paths = write(results, out_dir, plot=plot)
         print("wrote " + ", ".join(paths.values()))
+
+
+# `attnzoo bench --models r18 "*_r18" --batch_sizes 1 8`: several words after a list option are its items
+# (a YAML list, --models '[r18, "*_r18"]', works as well).
+bench_command.cli_lists = ("--models", "--tasks", "--compile", "--batch_sizes", "--resolutions", "--dtypes",
+                           "--channels_last")

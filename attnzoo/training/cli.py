@@ -38,7 +38,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 
 from attnzoo.config_files import check_config_files
 from attnzoo.data.base import ClassificationDataModule
-from attnzoo.errors import AttnzooError, usage_error
+from attnzoo.errors import AttnzooError, describe_type, usage_error
 from attnzoo.preprocessing import Preprocessing
 from attnzoo.training import checkpoint_policy as policy
 from attnzoo.training.callbacks import PredictionWriter
@@ -332,7 +332,7 @@ def _option_error(err: BaseException, command: str) -> AttnzooError:
     wrong_type = re.search(r"Problem with given class_path '([\w.]+)': Parser key \"(\w+)\": Expected a <class '(\w+)'>\. "
                            r"Got value: (.*?) - Expected", text)
     if wrong_type:
-        kind = _describe_type(f"<class '{wrong_type[3]}'>")
+        kind = describe_type(f"<class '{wrong_type[3]}'>")
         return AttnzooError(f"--data.{wrong_type[2]} of {wrong_type[1]} takes {kind}, got {wrong_type[4]!r} "
                             f"(see: attnzoo {command} --help)")
     if not_accepted:
@@ -345,85 +345,11 @@ def _option_error(err: BaseException, command: str) -> AttnzooError:
         group, name = unrecognized[1], unrecognized[2]
         owners = {"trainer": [Trainer], "model": [ImageClassifier], "data": _subclasses(ClassificationDataModule)}[group]
     else:
-        return _type_error(text, command) or usage_error(err, command)
+        return usage_error(err, command)
     names = {p for cls in owners for p in inspect.signature(cls.__init__).parameters} - {"self", "args", "kwargs"}
     close = difflib.get_close_matches(name, sorted(names), n=3, cutoff=0.7)
     hint = f". Did you mean: {', '.join(f'--{group}.{c}' for c in close)}?" if close else ""
     return AttnzooError(f"{text}{hint} (see: attnzoo {command} --help)")
-
-
-_TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true/false", "str": "a string",
-               "NoneType": "null", "dict": "a mapping", "list": "a list"}
-
-
-def _type_error(text: str, command: str) -> AttnzooError | None:
-    """jsonargparse's wrong-type report (a union's every subtype and why each refused, several hundred characters)
-    as "--trainer.max_epochs takes an integer or null, got 'many'". The innermost key is the one at fault: for
-    ``--model.optimizer.lr abc`` the report nests lr's error inside the optimizer's."""
-    keys = re.findall(r'Parser key "([\w.]+)"', text)
-    if not keys:
-        return None
-    tail = text[text.rfind('Parser key "'):]
-    subtypes = re.search(r"Subtypes: \[", tail)
-    if subtypes:
-        expected = _split_top_level(_bracketed(tail, subtypes.end() - 1))
-    else:
-        single = re.search(r"Expected a (<class '[\w.]+'>|typing\.Literal\[)", tail)
-        if single is None:
-            return None
-        start = single.start(1)
-        expected = [tail[start:tail.index(">", start) + 1] if single[1].startswith("<")
-                    else "typing.Literal" + _bracketed(tail, single.end(1) - 1)]
-    given = re.search(r"(?:Given|Got) value: (.*?)(?:\. Got value:| - Expected| Given value type:|$)", tail)
-    if given is None:
-        return None
-    kinds, values = [], []
-    for name in expected:
-        literal = re.fullmatch(r"typing\.Literal\[(.*)\]", name)
-        if literal:
-            values += [v.strip().strip("'\"") for v in literal[1].split(",")]
-        elif (kind := _describe_type(name)) and kind not in kinds:
-            kinds.append(kind)
-    if values:
-        kinds.append("one of " + ", ".join(dict.fromkeys(values)))
-    if not kinds:
-        return None
-    choices = kinds[0] if len(kinds) == 1 else f"{', '.join(kinds[:-1])} or {kinds[-1]}"
-    option = "--" + ".".join(keys)
-    return AttnzooError(f"{option} takes {choices}, got {given[1].strip()!r} (see: attnzoo {command} --help)")
-
-
-def _bracketed(text: str, start: int) -> str:
-    """The text of the bracket pair opening at ``text[start]``, brackets included."""
-    depth = 0
-    for i in range(start, len(text)):
-        depth += {"[": 1, "]": -1}.get(text[i], 0)
-        if depth == 0:
-            return text[start:i + 1]
-    return text[start:]
-
-
-def _split_top_level(bracketed: str) -> list[str]:
-    parts, depth, current = [], 0, ""
-    for ch in bracketed[1:-1]:
-        depth += {"[": 1, "]": -1}.get(ch, 0)
-        if ch == "," and depth == 0:
-            parts.append(current.strip())
-            current = ""
-        else:
-            current += ch
-    return [*parts, current.strip()] if current.strip() else parts
-
-
-def _describe_type(name: str) -> str | None:
-    """``<class 'int'>`` -> "an integer"; a torch.Tensor alternative (Lightning's optimizers accept a tensor
-    lr) is not something to type on a command line."""
-    cls = re.fullmatch(r"<class '([\w.]+)'>", name)
-    if cls is None:
-        return None
-    if cls[1] == "torch.Tensor":
-        return None
-    return _TYPE_NAMES.get(cls[1], cls[1].rsplit(".", 1)[-1])
 
 
 def _subclasses(cls: type) -> list[type]:
