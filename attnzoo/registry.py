@@ -253,6 +253,13 @@ class ModelConfig:
         bad = sorted(set(args) - set(accepted))
         if bad:
             hint = " (num_classes is given on its own)" if "num_classes" in bad else ""
+            attention = args.get("attention", spec.attention)
+            if isinstance(attention, str) and attention in attention_registry.list_attention():
+                module_options = set(inspect.signature(attention_registry.get(attention)).parameters) - {"channels"}
+                theirs = {name: args[name] for name in bad if name in module_options}
+                if theirs:
+                    hint += (f" ({', '.join(theirs)} {'is an option' if len(theirs) == 1 else 'are options'} of its "
+                             f"{attention} attention: pass attention_kwargs={theirs!r})")
             raise AttnzooError(f"{spec.name} has no option {', '.join(map(repr, bad))}{hint}. Accepted: "
                                f"{', '.join(accepted)}.")
         if "attention_stage_kwargs" in args and args["attention_stage_kwargs"] is not None:

@@ -325,11 +325,11 @@ def test_export_from_a_weights_directory_keeps_its_metrics(tmp_path):
 def test_cli_mistakes_are_one_line(args, words, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        main(["export", *args, "--out", "x.onnx"])
+        main(["export", *args, "--out", "new/folder/x.onnx"])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and err.startswith("attnzoo: error:") and "\n" not in err
     assert words in err
-    assert not (tmp_path / "x.onnx").exists()
+    assert list(tmp_path.iterdir()) == []  # not even the folders --out named
 
 
 def test_a_missing_export_extra_is_named(tmp_path, capsys, monkeypatch):

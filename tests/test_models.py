@@ -192,6 +192,10 @@ def test_identity_attention_retrofit_gives_the_plain_outputs_exactly(plain_name,
         (lambda: attnzoo.create_model("r18", attention="nope"), ["'nope'", "Accepted"]),
         (lambda: attnzoo.create_model("se_r18", attention_stages=[5]), ["stage 5", "0..4"]),
         (lambda: attnzoo.create_model("r18", num_classes=0), ["num_classes", "0"]),
+        # The attention's own options, given beside the backbone's, are pointed where they belong.
+        (lambda: attnzoo.create_model("se_r50", reduction=8),
+         ["has no option 'reduction' (reduction is an option of its se attention: pass attention_kwargs={'reduction': 8})"]),
+        (lambda: attnzoo.create_model("eca_r50", reduction=8), ["has no option 'reduction'. Accepted"]),
     ],
 )
 def test_user_mistakes_get_one_clear_error(call, words):

@@ -9,6 +9,7 @@ replaced only with ``overwrite=True``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -77,8 +78,27 @@ def _destination(path: str | Path, overwrite: bool, suffix: str) -> Path:
     if path.exists() and not overwrite:
         raise AttnzooError(f"{str(path)!r} already exists; choose another path or pass overwrite=True (--overwrite) "
                            "to replace it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def _parent_folders(destination: Path):
+    """Make the destination's missing folders for the write, and remove those it made if the export fails:
+    a bad source or a failed check leaves nothing behind."""
+    made, folder = [], destination.parent
+    while not folder.exists():
+        made.append(folder)
+        folder = folder.parent
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for folder in made:  # innermost first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def _compare(run, module: nn.Module, source: Source, fold_preprocessing: bool, tolerance: float, what: str,
@@ -153,9 +173,10 @@ def export_onnx(source: str | Path | nn.Module, path: str | Path, *, opset: int 
                            f"got {opset!r}.")
     destination = _destination(path, overwrite, ".onnx")
     start = time.perf_counter()
-    source = load_source(source)
-    with evaluating(source.model):
-        return _export_onnx(source, destination, opset, fold_preprocessing, check, tolerance, start)
+    with _parent_folders(destination):
+        source = load_source(source)
+        with evaluating(source.model):
+            return _export_onnx(source, destination, opset, fold_preprocessing, check, tolerance, start)
 
 
 def _export_onnx(source: Source, destination: Path, opset: int, fold_preprocessing: bool, check: bool,
@@ -190,9 +211,10 @@ def export_program(source: str | Path | nn.Module, path: str | Path, *, fold_pre
     """
     destination = _destination(path, overwrite, ".pt2")
     start = time.perf_counter()
-    source = load_source(source)
-    with evaluating(source.model):
-        return _export_program(source, destination, fold_preprocessing, check, tolerance, start)
+    with _parent_folders(destination):
+        source = load_source(source)
+        with evaluating(source.model):
+            return _export_program(source, destination, fold_preprocessing, check, tolerance, start)
 
 
 def _export_program(source: Source, destination: Path, fold_preprocessing: bool, check: bool, tolerance: float,
