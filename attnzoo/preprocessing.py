@@ -43,7 +43,8 @@ class Preprocessing:
     def __post_init__(self) -> None:
         size = _ints(self.input_size, "input_size")
         if len(size) != 3 or size[1] != size[2] or min(size) < 1:
-            raise AttnzooError(f"input_size must be square, e.g. [3, 224, 224]; got {list(self.input_size)!r}.")
+            raise AttnzooError("input_size must be three positive integers [channels, height, width] with height == "
+                               f"width (square crops), e.g. [3, 224, 224]; got {list(self.input_size)!r}.")
         if self.interpolation not in INTERPOLATIONS:
             raise AttnzooError(f"unknown interpolation {self.interpolation!r}. Accepted: {', '.join(INTERPOLATIONS)}.")
         if isinstance(self.crop_pct, bool) or not isinstance(self.crop_pct, (int, float)) or not 0 < self.crop_pct <= 1:

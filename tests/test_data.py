@@ -352,3 +352,15 @@ def test_shapes_datamodule_splits_differ():
     assert ident.startswith("val[0] (true: ")
     with pytest.raises(AttnzooError, match="2 to 10 classes"):
         ShapesDataModule(num_classes=11)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"image_size": 8}, "image_size must be at least 16 pixels a side, got 8."),
+    ({"num_val": 0}, "num_train and num_val must be positive"),
+])
+def test_shapes_data_module_refuses_bad_sizes_when_built(kwargs, words):
+    from attnzoo.data import ShapesDataModule
+
+    with pytest.raises(AttnzooError) as err:
+        ShapesDataModule(**kwargs)  # at construction: before a Trainer, a log folder or a checkpoint exists
+    assert words in str(err.value)

@@ -194,7 +194,7 @@ def _drop(key):
     (_set("preprocessing", {"size": 224}), r"preprocessing has no field 'size'. Accepted: input_size"),
     (_set("preprocessing", {"mean": "imagenet"}), r"mean must be a list of numbers, got 'imagenet'"),
     (_set("preprocessing", {"crop_pct": "0.9"}), r"crop_pct must be in \(0, 1\], got '0.9'"),
-    (_set("preprocessing", {"input_size": [3, 224]}), r"input_size must be square"),
+    (_set("preprocessing", {"input_size": [3, 224]}), r"input_size must be three positive integers \[channels, height, width\] with height == width"),
     (_set("label_names", list("abcd")), r"label_names has 4 names but num_classes is 5"),
     (_set("label_names", [0, 1, 2, 3, 4]), r"label_names must be a list of strings.*got \[0, 1, 2, 3, 4\]"),
     (_set("label_names", "abcde"), r"label_names must be a list of strings.*got 'abcde'"),

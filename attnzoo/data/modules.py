@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 from attnzoo.data.base import ClassificationDataModule
 from attnzoo.data.cifar import ARCHIVES, CIFAR_MEAN, CIFAR_STD, CifarDataset, prepare_cifar
 from attnzoo.data.image_folder import ImageFolder, find_classes
-from attnzoo.data.synthetic import SHAPE_CLASSES, ShapesDataset
+from attnzoo.data.synthetic import MIN_SIZE, SHAPE_CLASSES, ShapesDataset
 from attnzoo.data.transforms import eval_transform, train_transform
 from attnzoo.errors import AttnzooError
 from attnzoo.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
@@ -172,6 +172,8 @@ class ShapesDataModule(ClassificationDataModule):
             raise AttnzooError(f"the shapes data set has 2 to {len(SHAPE_CLASSES)} classes, got num_classes={num_classes}.")
         if num_train < 1 or num_val < 1:
             raise AttnzooError(f"num_train and num_val must be positive, got {num_train} and {num_val}.")
+        if image_size < MIN_SIZE:
+            raise AttnzooError(f"image_size must be at least {MIN_SIZE} pixels a side, got {image_size}.")
         self.num_train, self.num_val, self.image_size = num_train, num_val, image_size
         self.seed, self.predict_samples = seed, predict_samples
         self._class_names = list(SHAPE_CLASSES[:num_classes])

@@ -31,6 +31,7 @@ SHAPE_CLASSES = (
     "two_dots",
     "bar",
 )
+MIN_SIZE = 16  # pixels a side: the smallest image the generator draws shapes into
 
 SUPERSAMPLE = 2
 CHUNK = 512
@@ -128,8 +129,8 @@ def generate(num_samples: int, size: int = 32, seed: int = 0, num_classes: int =
     :func:`render_shapes`), the same images either way."""
     if not 2 <= num_classes <= len(SHAPE_CLASSES):
         raise AttnzooError(f"the shapes data set has 2 to {len(SHAPE_CLASSES)} classes, got num_classes={num_classes}.")
-    if size < 16:
-        raise AttnzooError(f"shapes images need size >= 16, got {size}.")
+    if size < MIN_SIZE:
+        raise AttnzooError(f"shapes images need size >= {MIN_SIZE}, got {size}.")
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(num_samples) % num_classes)
     images = np.empty((num_samples, 3, size, size), dtype=np.uint8)
