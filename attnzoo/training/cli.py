@@ -26,6 +26,7 @@ import os
 import re
 import signal
 import sys
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -301,6 +302,8 @@ def run_lightning_cli(argv: list[str]) -> AttnzooCLI:
     """
     check_config_files(argv)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NO_ADVERTISEMENTS)  # idempotent
+    # Lightning's own use of a torch API that torch has deprecated: nothing the user can act on.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
     # Parsing sys.argv itself (rather than a copy) keeps Lightning quiet; DDP re-launches sys.argv either way.
     args = None if list(argv) == sys.argv[1:] else list(argv)
     try:
