@@ -183,15 +183,15 @@ def test_push_refuses_a_directory_that_does_not_load_strictly_before_uploading(h
 
 
 # ------------------------------------------------------------------------------------------------ evaluate
-def _ranked_weights(tmp_path, class_names=None):
-    """Six classes whose scores are ranked 0 > 1 > ... > 5 for every image: top-1 is always output 0, top-5
-    everything but output 5, so the recorded accuracy tells which folder became which output."""
-    config = ModelConfig("mobilenetv2", 6, {"width_mult": 0.35}, Preprocessing((3, 32, 32), crop_pct=1.0),
+def _ranked_weights(tmp_path, class_names=None, num_classes=6):
+    """Classes whose scores are ranked 0 > 1 > ... for every image: top-1 is always output 0, top-5 outputs
+    0-4, so the recorded accuracy tells which folder became which output."""
+    config = ModelConfig("mobilenetv2", num_classes, {"width_mult": 0.35}, Preprocessing((3, 32, 32), crop_pct=1.0),
                          class_names)
     model = build(config).eval()
     with torch.no_grad():
         model.classifier[1].weight.zero_()
-        model.classifier[1].bias.copy_(torch.arange(6, 0, -1, dtype=torch.float))
+        model.classifier[1].bias.copy_(torch.arange(num_classes, 0, -1, dtype=torch.float))
     return attnzoo.save_pretrained(model, tmp_path / "ranked", overwrite=True)
 
 
@@ -236,6 +236,24 @@ def test_evaluate_maps_folders_by_label_name_when_the_weights_have_them(tmp_path
     weights = _ranked_weights(tmp_path)  # no label names: sorted folders, one per class
     assert "has 7 class folders but the weights have 6 classes" in _one_line_error(
         capsys, ["evaluate", str(weights), "--data", str(data), "--dataset", "x", "--num_workers", "0"])
+
+
+def test_evaluate_maps_folders_named_by_class_index_by_their_number(tmp_path, capsys):
+    # ImageNet-V2's layout: folders 0..N-1. Sorted as text, "10" would be output 2 and "2" output 4.
+    counts = {str(i): 3 if i == 10 else 1 for i in range(12)}
+    data = _image_folder(tmp_path / "val", counts)
+    weights = _ranked_weights(tmp_path, num_classes=12)
+    main(["evaluate", str(weights), "--data", str(data), "--dataset", "v2-like", "--num_workers", "0"])
+    evaluation = json.loads((weights / "config.json").read_text())["evaluation"]
+    assert evaluation["class_mapping"] == "folder names as class indices"
+    assert (evaluation["top1"], evaluation["top5"]) == (1 / 14, 5 / 14)  # text order would give 7 / 14
+    del counts["10"], counts["11"], counts["7"]  # a subset of the classes is measured as well
+    data = _image_folder(tmp_path / "subset", counts)
+    weights = _ranked_weights(tmp_path, num_classes=12)
+    main(["evaluate", str(weights), "--data", str(data), "--dataset", "v2-subset", "--num_workers", "0"])
+    evaluation = json.loads((weights / "config.json").read_text())["evaluation"]
+    assert (evaluation["top1"], evaluation["top5"]) == (1 / 9, 5 / 9)
+    capsys.readouterr()
 
 
 def test_the_documented_release_path_uses_real_commands_and_options():

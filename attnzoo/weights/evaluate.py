@@ -4,7 +4,9 @@ The folder is in ImageNet layout, ``FOLDER/<class>/<images>`` (ImageNet's valida
 1000 WordNet-id folders, or any class folders). Folders map to the model's outputs as attnzoo's data modules
 map them: the class folders sorted by name are outputs 0, 1, 2, ... (ImageNet's wnids in sorted order are the
 class indices every ImageNet release uses). When the weights have label names and every folder is one of them,
-folders map by name instead, so a folder with only some of the classes is measured correctly too.
+folders map by name instead, so a folder with only some of the classes is measured correctly too. Otherwise,
+folders named by class index (ImageNet-V2's ``0`` ... ``999``) map by their number: sorted as text, ``10``
+would come before ``2`` and every output after the first ten would be scored against the wrong class.
 
 Images get the evaluation transform of the weights' own preprocessing (resize to ``size / crop_pct``, center
 crop, the weights' mean and std). An image that cannot be decoded is skipped and counted, never replaced by
@@ -47,6 +49,9 @@ def class_indices(folders: list[str], config: ModelConfig, data: str) -> tuple[l
             raise AttnzooError(f"{data!r}: class folders {listed} are not label names of the weights, while "
                                f"{len(known)} others are; every folder must be a label name, or none (then sorted "
                                "folders are outputs 0, 1, ...).")
+    numbers = [int(f) for f in folders if f.isdecimal() and f.isascii()]
+    if len(numbers) == len(folders) and len(set(numbers)) == len(numbers) and max(numbers) < config.num_classes:
+        return numbers, "folder names as class indices"
     if len(folders) != config.num_classes:
         raise AttnzooError(f"{data!r} has {len(folders)} class folders but the weights have {config.num_classes} "
                            "classes: with folders that are not the weights' label names, the sorted folders are "
