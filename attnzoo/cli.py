@@ -9,7 +9,6 @@ A user mistake (:class:`attnzoo.errors.AttnzooError`) ends in one line on stderr
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import json
 import os
@@ -17,7 +16,7 @@ import re
 import sys
 
 from attnzoo._version import __version__
-from attnzoo.errors import AttnzooError, unknown, usage_error
+from attnzoo.errors import AttnzooError, suggest, unknown, usage_error
 
 LIGHTNING = "lightning"
 # name -> (what runs it, its line in `attnzoo --help`). A new command is one line here: LIGHTNING, or the
@@ -129,11 +128,11 @@ def _run_extra(command: str, argv: list[str]) -> None:
             raise usage_error(err, command) from None
         from jsonargparse import auto_parser
 
-        flags = [flag for action in auto_parser(func, **options)._actions for flag in action.option_strings
+        flags = [flag[2:] for action in auto_parser(func, **options)._actions for flag in action.option_strings
                  if flag.startswith("--") and not flag.endswith("+")]
-        close = difflib.get_close_matches(unrecognized[1], flags, n=3, cutoff=0.7)
-        hint = f". Did you mean: {', '.join(close)}?" if close else ""
-        raise AttnzooError(f"{' '.join(str(err).split())}{hint} (see: attnzoo {command} --help)") from None
+        hint = suggest(unrecognized[1][2:], flags, cutoff=0.7, prefix="--")
+        text = " ".join(str(err).split())
+        raise AttnzooError(f"{text}{'.' + hint if hint else ''} (see: attnzoo {command} --help)") from None
 
 
 def main(argv: list[str] | None = None) -> None:

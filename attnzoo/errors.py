@@ -16,10 +16,12 @@ class AttnzooError(ValueError):
     """A mistake in what the user asked for; the message says what was wrong and what is accepted."""
 
 
-def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
-    """`" Did you mean: a, b?"` for the closest choices, or an empty string."""
-    close = difflib.get_close_matches(str(name), list(choices), n=n, cutoff=0.5)
-    return f" Did you mean: {', '.join(close)}?" if close else ""
+def suggest(name: str, choices: Iterable[str], n: int = 3, cutoff: float = 0.5, prefix: str = "") -> str:
+    """`" Did you mean: a, b?"` for the closest choices, or an empty string; each shown after ``prefix``
+    (``--trainer.``), which takes no part in the matching. Option names are short, so their callers ask for
+    closer matches (``cutoff=0.7``)."""
+    close = difflib.get_close_matches(str(name), list(choices), n=n, cutoff=cutoff)
+    return f" Did you mean: {', '.join(prefix + c for c in close)}?" if close else ""
 
 
 def unknown(kind: str, name: str, choices: Iterable[str], accepted: str | None = None) -> AttnzooError:
@@ -45,7 +47,8 @@ _TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true/false", "
 def _type_error(text: str, command: str) -> AttnzooError | None:
     """jsonargparse's wrong-type report (a union's every subtype and why each refused, several hundred characters)
     as "--trainer.max_epochs takes an integer or null, got 'many'". The innermost key is the one at fault: for
-    ``--model.optimizer.lr abc`` the report nests lr's error inside the optimizer's."""
+    ``--model.optimizer.lr abc`` the report nests lr's error inside the optimizer's; an option of a class given
+    by class_path (a data module) is named with its class."""
     keys = re.findall(r'Parser key "([\w.]+)"', text)
     if not keys:
         return None
@@ -72,7 +75,7 @@ def _type_error(text: str, command: str) -> AttnzooError | None:
         literal = re.fullmatch(r"typing\.Literal\[(.*)\]", name)
         if literal:
             values += [v.strip().strip("'\"") for v in literal[1].split(",")]
-        elif (kind := describe_type(name)) and kind not in kinds:
+        elif (kind := _describe_type(name)) and kind not in kinds:
             kinds.append(kind)
     if values:
         kinds.append("one of " + ", ".join(dict.fromkeys(values)))
@@ -80,6 +83,9 @@ def _type_error(text: str, command: str) -> AttnzooError | None:
         return None
     choices = kinds[0] if len(kinds) == 1 else f"{', '.join(kinds[:-1])} or {kinds[-1]}"
     option = "--" + ".".join(keys)
+    owner = re.search(r"Problem with given class_path '([\w.]+)': Parser key \"" + re.escape(keys[-1]) + '"', text)
+    if owner:
+        option += f" of {owner[1]}"
     return AttnzooError(f"{option} takes {choices}, got {given[1].strip()!r} (see: attnzoo {command} --help)")
 
 
@@ -105,7 +111,7 @@ def _split_top_level(bracketed: str) -> list[str]:
     return [*parts, current.strip()] if current.strip() else parts
 
 
-def describe_type(name: str) -> str | None:
+def _describe_type(name: str) -> str | None:
     """A jsonargparse type name in words: ``<class 'int'>`` -> "an integer". A torch.Tensor alternative
     (Lightning's optimizers accept a tensor lr) is not something to type on a command line: None."""
     cls = re.fullmatch(r"<class '([\w.]+)'>", name)

@@ -35,10 +35,9 @@ def _torchvision():
 
 
 def _timm_layers():
-    pytest.importorskip("timm", reason="timm is a test peer, installed only in the peers venv")
-    from timm.layers import cbam, eca, global_context, squeeze_excite
-
-    return squeeze_excite.SEModule, eca.EcaModule, cbam.CbamModule, global_context.GlobalContext
+    layers = pytest.importorskip("timm.layers", reason="timm is a test peer, installed only in the peers venv")
+    return (layers.squeeze_excite.SEModule, layers.eca.EcaModule, layers.cbam.CbamModule,
+            layers.global_context.GlobalContext)
 
 
 def randomise(module: torch.nn.Module, seed: int) -> torch.nn.Module:

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import inspect
 import logging
@@ -39,7 +38,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 
 from attnzoo.config_files import check_config_files
 from attnzoo.data.base import ClassificationDataModule
-from attnzoo.errors import AttnzooError, describe_type, usage_error
+from attnzoo.errors import AttnzooError, suggest, usage_error
 from attnzoo.preprocessing import Preprocessing
 from attnzoo.training import checkpoint_policy as policy
 from attnzoo.training.callbacks import PredictionWriter
@@ -332,12 +331,6 @@ def _option_error(err: BaseException, command: str) -> AttnzooError:
     unrecognized = re.search(r"unrecognized arguments: --(trainer|model|data)\.(\w+)", text)
     # A data module option jsonargparse reports inside its union of data module classes, several lines deep.
     not_accepted = re.search(r"Problem with given class_path '([\w.]+)': Option '(\w+)' is not accepted", text)
-    wrong_type = re.search(r"Problem with given class_path '([\w.]+)': Parser key \"(\w+)\": Expected a <class '(\w+)'>\. "
-                           r"Got value: (.*?) - Expected", text)
-    if wrong_type:
-        kind = describe_type(f"<class '{wrong_type[3]}'>")
-        return AttnzooError(f"--data.{wrong_type[2]} of {wrong_type[1]} takes {kind}, got {wrong_type[4]!r} "
-                            f"(see: attnzoo {command} --help)")
     if not_accepted:
         module = not_accepted[1]
         owners = [cls for cls in _subclasses(ClassificationDataModule) if f"{cls.__module__}.{cls.__name__}" == module
@@ -350,9 +343,8 @@ def _option_error(err: BaseException, command: str) -> AttnzooError:
     else:
         return usage_error(err, command)
     names = {p for cls in owners for p in inspect.signature(cls.__init__).parameters} - {"self", "args", "kwargs"}
-    close = difflib.get_close_matches(name, sorted(names), n=3, cutoff=0.7)
-    hint = f". Did you mean: {', '.join(f'--{group}.{c}' for c in close)}?" if close else ""
-    return AttnzooError(f"{text}{hint} (see: attnzoo {command} --help)")
+    hint = suggest(name, sorted(names), cutoff=0.7, prefix=f"--{group}.")
+    return AttnzooError(f"{text}{'.' + hint if hint else ''} (see: attnzoo {command} --help)")
 
 
 def _subclasses(cls: type) -> list[type]:

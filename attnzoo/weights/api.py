@@ -24,6 +24,7 @@ from attnzoo.weights.format import (
     WEIGHTS_NAME,
     build_config,
     build_model,
+    listing,
     read_config,
     read_weights,
     sha256_file,
@@ -103,7 +104,7 @@ def _local(source: str) -> ResolvedWeights:
     if path.is_dir():
         weights = path / WEIGHTS_NAME
         if not weights.is_file():
-            found = ", ".join(sorted(p.name for p in path.iterdir())[:8]) or "nothing"
+            found = listing(p.name for p in path.iterdir()) or "nothing"
             raise AttnzooError(f"directory {source!r} has no {WEIGHTS_NAME} (found: {found}); attnzoo weights are "
                                f"{WEIGHTS_NAME} + {CONFIG_NAME}, written by save_pretrained or `attnzoo export`.")
         return ResolvedWeights(path / CONFIG_NAME, weights, source)

@@ -22,6 +22,7 @@ from attnzoo.weights.format import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     build_model,
+    listing,
     parse_config,
     read_weights,
     sha256_file,
@@ -51,7 +52,7 @@ def verify_directory(directory: str | Path) -> tuple[dict, bytes]:
         raise AttnzooError(f"{str(directory)!r} is not a weights directory.")
     missing = [name for name in (WEIGHTS_NAME, CONFIG_NAME) if not (directory / name).is_file()]
     if missing:
-        found = ", ".join(sorted(p.name for p in directory.iterdir())[:8]) or "nothing"
+        found = listing(p.name for p in directory.iterdir()) or "nothing"
         raise AttnzooError(f"{str(directory)!r} has no {' or '.join(missing)} (found: {found}); push takes a directory "
                            "written by `attnzoo convert` or `attnzoo export` (safetensors), or a Lightning checkpoint.")
     config_bytes = (directory / CONFIG_NAME).read_bytes()
