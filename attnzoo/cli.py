@@ -4,7 +4,9 @@ Lightning's subcommands (fit, validate, test, predict) go to LightningCLI. The z
 info, export, push, convert, evaluate, bench) are plain Python functions exposed through `jsonargparse.auto_cli`, so
 `--config` and `--help` behave the same everywhere. `attnzoo --help` lists them all, from :data:`COMMANDS`.
 
-A user mistake (:class:`attnzoo.errors.AttnzooError`) ends in one line on stderr and exit code 2.
+A user mistake (:class:`attnzoo.errors.AttnzooError`) ends in one line on stderr and exit code 2; an output that
+cannot be written, or any operating system error about a path (a full disk, a read-only folder), in one line
+naming the path and the cause, exit code 1.
 """
 
 from __future__ import annotations
@@ -162,12 +164,23 @@ def main(argv: list[str] | None = None) -> None:
                           accepted=f"{', '.join(COMMANDS)} (`attnzoo --help` says what each does)")
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
     except AttnzooError as err:
+        from attnzoo.files import CannotWrite
+
         print(f"attnzoo: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(1 if isinstance(err, CannotWrite) else 2) from None
     except BrokenPipeError:
         # `attnzoo list | head`: the reader left. Stop quietly, with stdout on /dev/null so that Python's own
         # flush at exit does not fail again (the recipe of the Python docs, "Note on SIGPIPE").
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
+    except OSError as err:
+        # The world refused (a full disk, a read-only folder, /proc): one line naming the path and the cause.
+        # Without a path there is nothing the user can act on, and the traceback stays for the bug report.
+        if err.filename is None:
+            raise
+        from attnzoo.files import describe_os_error
+
+        print(f"attnzoo: error: {describe_os_error(err)}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

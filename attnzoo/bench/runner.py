@@ -117,13 +117,15 @@ def _memory_ratios(rows: dict, entries: list[Entry]) -> None:
             row["memory_ratio_to_equivalent"] = row["peak_memory_bytes"] / equivalent
 
 
-def run(settings: BenchSettings | None = None, /, *, log=print, **options) -> dict:
+def run(settings: BenchSettings | None = None, /, *, log=print, on_progress=None, **options) -> dict:
     """Benchmark the models of ``settings`` (each attention model against its plain backbone); returns the
     results as a dict (what bench.json holds).
 
     ``settings`` is a :class:`~attnzoo.bench.settings.BenchSettings`; ``options`` are its fields, given
     instead or on top: ``run(models=["r18", "eca_r18"], tasks=["infer"])``. ``log`` prints progress (None:
-    silent).
+    silent). ``on_progress(results)`` is called after every measured setting with the results so far
+    (``results["complete"]`` is False until the last), so a run that is killed or times out keeps what it
+    measured: ``attnzoo bench`` rewrites bench.json and bench.csv there.
     """
     settings = BenchSettings(**options) if settings is None else dataclasses.replace(settings, **options)
     groups = select(list(settings.models), peers=settings.peers)
@@ -139,6 +141,7 @@ def run(settings: BenchSettings | None = None, /, *, log=print, **options) -> di
         "graph_breaks": {},
         "rows": [],
         "speedups": [],
+        "complete": False,
     }
     all_entries = [e for entries in groups.values() for e in entries]
     peer_entries = [e.label for e in all_entries if e.is_peer]
@@ -158,15 +161,22 @@ def run(settings: BenchSettings | None = None, /, *, log=print, **options) -> di
             result["graph_breaks"][entry.label] = counts
             log(f"graph breaks  {entry.label:<28} eval {counts['eval']}  train {counts['train']}")
 
-    with _dynamo_room(len(all_entries) * len(settings.compile)):
-        for entries in groups.values():
+    if on_progress is not None:
+        on_progress(result)
+    plan = [(entries, Setting(device, dtype, layout, task, batch, resolution, settings.freezing and task == "infer"))
+            for entries in groups.values()
             for task, dtype, layout, batch, resolution in itertools.product(
-                settings.tasks, settings.dtypes, settings.channels_last, settings.batch_sizes, settings.resolutions
-            ):
-                setting = Setting(device, dtype, layout, task, batch, resolution, settings.freezing and task == "infer")
-                result_rows, speedups = _measure_setting(entries, setting, settings, log)
-                result["rows"] += result_rows
-                result["speedups"] += speedups
+                settings.tasks, settings.dtypes, settings.channels_last, settings.batch_sizes, settings.resolutions)]
+    with _dynamo_room(len(all_entries) * len(settings.compile)):
+        for done, (entries, setting) in enumerate(plan):
+            log(f"-- [{done + 1}/{len(plan)}] {entries[0].backbone}: {setting.describe()}")
+            result_rows, speedups = _measure_setting(entries, setting, settings, log)
+            result["rows"] += result_rows
+            result["speedups"] += speedups
+            result["complete"] = done + 1 == len(plan)
+            if on_progress is not None:
+                on_progress(result)
+    result["complete"] = True
     return result
 
 
@@ -185,7 +195,6 @@ def _peer_versions(entries: list[Entry]) -> dict[str, str]:
 
 def _measure_setting(entries: list[Entry], setting: Setting, settings: BenchSettings, log) -> tuple[list, list]:
     modes, num_classes, model_args = list(settings.compile), settings.num_classes, settings.model_args
-    log(f"-- {entries[0].backbone}: {setting.describe()}")
     torch._dynamo.reset()
     workloads, contestants, rows = {}, {}, {}
     modes = [mode for mode in modes if applies(mode, setting)]  # onnxruntime: CPU fp32 inference only

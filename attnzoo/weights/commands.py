@@ -15,9 +15,11 @@ from attnzoo.errors import AttnzooError
 
 def _export(ckpt: str, out: Path, repo_id: str | None, license: str, datasets: list[str] | None,
             overwrite: bool) -> tuple[Path, dict]:
+    from attnzoo.files import check_writable
     from attnzoo.weights.api import save_pretrained
     from attnzoo.weights.lightning_checkpoint import model_from_lightning_checkpoint
 
+    check_writable(out, "--out", folder=True)
     exported = model_from_lightning_checkpoint(ckpt)
     source = {"kind": "trained", "checkpoint": Path(ckpt).name, "weights": exported.weights}
     if exported.notes:
@@ -123,6 +125,7 @@ def evaluate_command(weights: str, *, data: str, dataset: str, batch_size: int =
     """
     import torch
 
+    from attnzoo.files import check_writable
     from attnzoo.weights.api import load
     from attnzoo.weights.evaluate import echo_stderr, evaluate_folder, record_evaluation, refuse_to_replace
     from attnzoo.weights.format import CONFIG_NAME, read_config
@@ -135,6 +138,7 @@ def evaluate_command(weights: str, *, data: str, dataset: str, batch_size: int =
     # What would be refused at the end is refused before the minutes an evaluation takes.
     config_path = Path(weights) / CONFIG_NAME
     refuse_to_replace(read_config(config_path), repr(str(config_path)), overwrite=overwrite)
+    check_writable(weights, "the weights directory", folder=True)  # config.json is replaced there at the end
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
     model = load(weights, device=device)

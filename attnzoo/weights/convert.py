@@ -308,8 +308,10 @@ def convert_state_dict(release: str, state_dict: dict[str, torch.Tensor], model_
 def convert(release: str, file: str | Path, model_name: str, out: str | Path, overwrite: bool = False,
             echo: Callable[[str], None] = print, num_classes: int | None = None) -> Path:
     """Convert an official checkpoint file into attnzoo weights in ``out``."""
+    from attnzoo.files import check_writable
     from attnzoo.weights.api import save_pretrained
 
+    check_writable(out, "--out", folder=True)  # before the conversion, not after it
     file = Path(file)
     model, notes = convert_state_dict(release, read_state_dict_file(file), model_name, source=repr(str(file)),
                                       num_classes=num_classes)

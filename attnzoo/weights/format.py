@@ -113,13 +113,17 @@ def build_config(model: nn.Module, metrics=None, class_names=None, train_config=
 
 
 def write_weights(model: nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     # Clones make every tensor own its storage: safetensors refuses tensors that share memory.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in clean_state_dict(model.state_dict()).items()}
     # One metadata entry only: safetensors writes a metadata map in no fixed order, and the same weights
     # must give the same bytes (the sha256 in the index is computed on export and checked on load).
-    save_file(tensors, str(path), metadata={"format": "pt"})
+    data = save(tensors, metadata={"format": "pt"})
+    # Written by Python, not by safetensors' own file writer: a full disk is then an OSError naming the file,
+    # which the atomic writer turns into one line, rather than a Rust error string.
+    with open(path, "wb") as handle:
+        handle.write(data)
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
