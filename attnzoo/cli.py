@@ -175,10 +175,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(1) from None
     except OSError as err:
         # The world refused (a full disk, a read-only folder, /proc): one line naming the path and the cause.
-        # Without a path there is nothing the user can act on, and the traceback stays for the bug report.
-        if err.filename is None:
+        # Another error without a path is nothing the user can act on: its traceback stays, for the bug report.
+        from attnzoo.files import WRITE_REFUSED, describe_os_error
+
+        if err.filename is None and err.errno not in WRITE_REFUSED:
             raise
-        from attnzoo.files import describe_os_error
 
         print(f"attnzoo: error: {describe_os_error(err)}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -10,9 +10,9 @@
 - Temporary files and folders are named after their writer (process id and host). :func:`remove_stale` deletes
   those of writers that no longer run on this machine, and any left untouched for ``STALE_AFTER_S`` (a writer
   on another machine), so a killed ``export`` or ``convert`` never makes its rerun refuse a folder as "not empty".
-- :func:`check_writable` creates and removes a probe file where an output will go, so a read-only folder, a
-  full disk or a file where a folder should be is refused before minutes of training, predicting, evaluating or
-  benchmarking, not after them.
+- :func:`check_writable` creates and removes a probe file where an output will go (and clears what dead writers
+  left there), so a read-only folder, a full disk or a file where a folder should be is refused before minutes
+  of training, predicting, evaluating or benchmarking, not after them.
 - :class:`CannotWrite` is the one-line error for all of these, naming the path and the cause.
 """
 
@@ -58,12 +58,18 @@ class CannotWrite(AttnzooError):
     names the path and the cause. What was there before is unchanged."""
 
 
+# Errors that say the machine refused a write, whichever file it was: worth one line even without a path.
+WRITE_REFUSED = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
+
+
 def describe_os_error(err: OSError, path=None) -> str:
-    """"'PATH': the cause (ENOSPC)" for an operating system error, in words a user can act on."""
+    """"'PATH': the cause (ENOSPC)" for an operating system error, in words a user can act on ("a write
+    failed: ..." when the error names no path)."""
     path = path if path is not None else err.filename
     code = errno.errorcode.get(err.errno or 0)
     reason = _REASONS.get(err.errno, (err.strerror or str(err) or type(err).__name__).rstrip(".").lower())
-    return f"{str(path)!r}: {reason}" + (f" ({code})" if code else "")
+    where = f"{str(path)!r}" if path is not None else "a write failed"
+    return f"{where}: {reason}" + (f" ({code})" if code else "")
 
 
 def os_error_within(err: BaseException | None) -> OSError | None:
@@ -275,6 +281,7 @@ def check_writable(path: str | os.PathLike, option: str, folder: bool = False) -
     if folder and target.exists() and not target.is_dir():
         raise CannotWrite(f"cannot write {option} {str(target)!r}: it is a file, and a folder goes there; "
                           "nothing was done.")
+    remove_stale(existing)  # what killed writers left there is not the user's, and takes room
     probe = existing / f".attnzoo-probe.{writer_tag()}{PARTIAL_SUFFIX}"
     try:
         try:

@@ -268,6 +268,16 @@ def test_predict_on_a_real_full_disk_keeps_yesterdays_predictions(tmp_path, tmpf
     assert sorted(snapshot(disk)) == ["filler", "predictions.jsonl"]  # no 0-byte today.jsonl to block a rerun
 
 
+def test_fit_that_fills_a_real_disk_ends_in_one_line_and_leaves_no_partial_checkpoint(tmp_path, tmpfs, capsys):
+    disk = tmpfs("64k")  # room for the check before training and config.yaml, not for a checkpoint
+    err, code = run_main(capsys, "fit", *SHAPES, "--model.model", "mobilenetv2", "--model.model_args",
+                         json.dumps(TINY_MODEL), "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "1",
+                         "--trainer.default_root_dir", str(disk))
+    line = one_line((err, code))
+    assert "no space left on the device" in line and str(disk) in line, line
+    assert not [p for p in disk.rglob("*") if p.name.endswith(".partial") or p.suffix == ".ckpt"]
+
+
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory) -> Path:
     import attnzoo
