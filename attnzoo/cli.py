@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> None:
         elif command in EXTRA_COMMANDS:
             # jsonargparse names the program after sys.argv[0]; make usage lines read "attnzoo list ...".
             sys.argv[0] = f"attnzoo {command}"
+            from attnzoo.config_files import check_config_files
+
+            check_config_files(argv[1:])
             _run_extra(command, argv[1:])
         elif command in COMMANDS or command.startswith("-"):  # options before the subcommand are Lightning's
             from attnzoo.config_files import check_config_files

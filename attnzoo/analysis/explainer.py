@@ -37,6 +37,7 @@ from torch import nn
 from attnzoo.analysis.model_meta import model_metadata, stage_of
 from attnzoo.analysis.recorder import AttentionRecorder
 from attnzoo.analysis.statistics import ClassGateStatistics, TapStatistics
+from attnzoo.devices import resolve_device
 from attnzoo.errors import AttnzooError
 from attnzoo.extras import require
 from attnzoo.files import check_writable, remove_stale, reporting_write_errors, write_text
@@ -91,7 +92,9 @@ def _prepare_out(out: str | Path, overwrite: bool) -> Path:
 
 
 def _read(path: str, transform) -> torch.Tensor:
-    with Image.open(path) as img:
+    from attnzoo.data.image_folder import open_image
+
+    with open_image(path) as img:
         return transform(img)
 
 
@@ -146,6 +149,7 @@ def explain(source: str | nn.Module, images: list[str], out: str | Path, *, per_
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise AttnzooError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    device = resolve_device(device)
     items, folder_classes = _list_inputs(images, per_class)
     out = _prepare_out(out, overwrite)
     model = source if isinstance(source, nn.Module) else load_source(source)

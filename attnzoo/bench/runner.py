@@ -23,19 +23,8 @@ from attnzoo.bench.selection import Entry, select
 from attnzoo.bench.settings import BenchSettings
 from attnzoo.bench.timing import Contestant, interleave, summary, warm_up
 from attnzoo.bench.workload import EAGER, Setting, applies, make_workload
+from attnzoo.devices import resolve_device
 from attnzoo.errors import AttnzooError
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise AttnzooError(f"device {device!r} asked for, but this torch sees no CUDA device. Accepted here: cpu, auto.")
-        return device
-    if device != "cpu":
-        raise AttnzooError(f"unknown device {device!r}. Accepted: cpu, cuda, cuda:N, auto.")
-    return device
 
 
 @contextlib.contextmanager
@@ -129,7 +118,7 @@ def run(settings: BenchSettings | None = None, /, *, log=print, on_progress=None
     """
     settings = BenchSettings(**options) if settings is None else dataclasses.replace(settings, **options)
     groups = select(list(settings.models), peers=settings.peers)
-    device = _resolve_device(settings.device)
+    device = resolve_device(settings.device)
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     log = log or (lambda *_: None)

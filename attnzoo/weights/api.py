@@ -149,6 +149,7 @@ def resolve(source: str, revision: str | None = None) -> ResolvedWeights:
     if source in records:
         record = records[source]
         if revision and revision != record.revision:
+            hub.check_names(record.repo_id, revision=revision)  # the message below suggests it
             raise AttnzooError(f"{source!r} is pinned to revision {record.revision} by the zoo's index; for another "
                                f"revision load 'hf-hub:{record.repo_id}@{revision}' (unverified).")
         return _from_hub(record.repo_id, record.revision, record)
@@ -158,13 +159,22 @@ def resolve(source: str, revision: str | None = None) -> ResolvedWeights:
         pass
     else:
         raise _no_weights_yet(source, records)
-    if _ORG_NAME.match(source):
+    if _ORG_NAME.match(source) and _hub_source_ok("hf-hub:" + source):
         raise AttnzooError(f"{source!r} is not a local path; for a Hub repo write 'hf-hub:{source}'.")
     if "/" in source or "\\" in source or source.endswith(".safetensors"):
         raise AttnzooError(f"no such file or directory: {source!r}.")
     raise unknown("weights", source, list(records) + list(MODELS),
                   accepted="a name from the zoo's index, hf-hub:ORG/NAME[@REVISION], or a local directory or "
                   ".safetensors file")
+
+
+def _hub_source_ok(source: str) -> bool:
+    """Whether ``source`` is an hf-hub: source attnzoo accepts (a message suggests only what is accepted)."""
+    try:
+        hub.parse_hub_source(source)
+    except AttnzooError:
+        return False
+    return True
 
 
 def _refuse_if_changed(resolved: ResolvedWeights, path: Path, expected: str, what: str) -> None:

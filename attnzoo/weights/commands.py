@@ -90,7 +90,7 @@ def push_command(source: str, *, repo: str, name: str | None = None, private: bo
     from attnzoo.weights.evaluate import echo_stderr
     from attnzoo.weights.publish import check_repo_id, push
 
-    check_repo_id(repo)
+    check_repo_id(repo, revision)
     with tempfile.TemporaryDirectory(prefix="attnzoo-push-") as tmp:
         directory = Path(source)
         if not directory.is_dir():
@@ -123,8 +123,7 @@ def evaluate_command(weights: str, *, data: str, dataset: str, batch_size: int =
         device: cpu, cuda, cuda:1 ...; default cuda when available.
         overwrite: replace an evaluation (or val/acc1, val/acc5 metrics) config.json records already.
     """
-    import torch
-
+    from attnzoo.devices import resolve_device
     from attnzoo.files import check_writable
     from attnzoo.weights.api import load
     from attnzoo.weights.evaluate import echo_stderr, evaluate_folder, record_evaluation, refuse_to_replace
@@ -139,7 +138,7 @@ def evaluate_command(weights: str, *, data: str, dataset: str, batch_size: int =
     config_path = Path(weights) / CONFIG_NAME
     refuse_to_replace(read_config(config_path), repr(str(config_path)), overwrite=overwrite)
     check_writable(weights, "the weights directory", folder=True)  # config.json is replaced there at the end
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
     model = load(weights, device=device)
     result = evaluate_folder(model, data, batch_size=batch_size, num_workers=num_workers, device=device,
