@@ -73,14 +73,12 @@ def describe_os_error(err: OSError, path=None) -> str:
 
 
 def os_error_within(err: BaseException | None) -> OSError | None:
-    """The :class:`OSError` at the root of ``err``: writers such as ``torch.save`` report a failed write as
-    their own error (a RuntimeError "unexpected pos") raised while handling the operating system's."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, OSError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
+    """The :class:`OSError` behind ``err``: ``err`` itself, or the one a writer's RuntimeError was raised while
+    handling (``torch.save`` reports a failed write as "unexpected pos" on its way out)."""
+    if isinstance(err, OSError):
+        return err
+    if isinstance(err, RuntimeError) and isinstance(err.__context__, OSError):
+        return err.__context__
     return None
 
 
@@ -134,19 +132,14 @@ def _fsync_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def _new_file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _mode_for(target: Path) -> int:
-    """The mode an ordinary write would leave: the replaced file's, or 0666 less the umask for a new one.
-    (safetensors and tempfile write private 0600 files; a directory of weights is meant to be shared.)"""
+def _keep_mode(partial: Path, target: Path) -> None:
+    """Give the new file the mode of the one it replaces (a new file keeps the mode ``open`` gave it: 0666 less
+    the umask)."""
     try:
-        return stat.S_IMODE(target.stat().st_mode)
+        mode = stat.S_IMODE(target.stat().st_mode)
     except OSError:
-        return _new_file_mode()
+        return
+    os.chmod(partial, mode)
 
 
 def _discard(path: Path) -> None:
@@ -166,10 +159,9 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], object]) -
     with reporting_write_errors(target):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            mode = _mode_for(target)
             write(partial)
             _fsync_file(partial)
-            os.chmod(partial, mode)
+            _keep_mode(partial, target)
             os.replace(partial, target)
         except BaseException:
             _discard(partial)
@@ -203,15 +195,13 @@ def staging_folder(directory: str | os.PathLike) -> Iterator[Path]:
 
 def move_into(folder: Path, directory: Path, names=None) -> list[Path]:
     """Move the files ``names`` (default: all) of a :func:`staging_folder` into ``directory``, each synced to disk
-    and given an ordinary file's mode first, each move atomic. Returns the paths in ``directory``."""
+    and given the mode of the file it replaces first, each move atomic. Returns the paths in ``directory``."""
     names = sorted(p.name for p in folder.iterdir()) if names is None else list(names)
     moved = []
     try:
         for name in names:
-            target = directory / name
-            mode = _mode_for(target)
             _fsync_file(folder / name)
-            os.chmod(folder / name, mode)
+            _keep_mode(folder / name, directory / name)
         for name in names:
             os.replace(folder / name, directory / name)
             moved.append(directory / name)
