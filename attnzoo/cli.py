@@ -4,7 +4,9 @@ Lightning's subcommands (fit, validate, test, predict) go to LightningCLI. The z
 info, export, push, convert, evaluate, bench) are plain Python functions exposed through `jsonargparse.auto_cli`, so
 `--config` and `--help` behave the same everywhere. `attnzoo --help` lists them all, from :data:`COMMANDS`.
 
-A user mistake (:class:`attnzoo.errors.AttnzooError`) ends in one line on stderr and exit code 2.
+A user mistake (:class:`attnzoo.errors.AttnzooError`) ends in one line on stderr and exit code 2; an output that
+cannot be written, or any operating system error about a path (a full disk, a read-only folder), in one line
+naming the path and the cause, exit code 1.
 """
 
 from __future__ import annotations
@@ -149,6 +151,9 @@ def main(argv: list[str] | None = None) -> None:
         elif command in EXTRA_COMMANDS:
             # jsonargparse names the program after sys.argv[0]; make usage lines read "attnzoo list ...".
             sys.argv[0] = f"attnzoo {command}"
+            from attnzoo.config_files import check_config_files
+
+            check_config_files(argv[1:])
             _run_extra(command, argv[1:])
         elif command in COMMANDS or command.startswith("-"):  # options before the subcommand are Lightning's
             from attnzoo.config_files import check_config_files
@@ -162,12 +167,24 @@ def main(argv: list[str] | None = None) -> None:
                           accepted=f"{', '.join(COMMANDS)} (`attnzoo --help` says what each does)")
         sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at interpreter exit
     except AttnzooError as err:
+        from attnzoo.files import CannotWrite
+
         print(f"attnzoo: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(1 if isinstance(err, CannotWrite) else 2) from None
     except BrokenPipeError:
         # `attnzoo list | head`: the reader left. Stop quietly, with stdout on /dev/null so that Python's own
         # flush at exit does not fail again (the recipe of the Python docs, "Note on SIGPIPE").
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
+    except OSError as err:
+        # The world refused (a full disk, a read-only folder, /proc): one line naming the path and the cause.
+        # Another error without a path is nothing the user can act on: its traceback stays, for the bug report.
+        from attnzoo.files import WRITE_REFUSED, describe_os_error
+
+        if err.filename is None and err.errno not in WRITE_REFUSED:
+            raise
+
+        print(f"attnzoo: error: {describe_os_error(err)}", file=sys.stderr)
         raise SystemExit(1) from None
 
 

@@ -12,8 +12,41 @@ import re
 from collections.abc import Iterable
 
 
+# A value quoted in a message (a path, a name, a config.json string) is cut to this many characters: a 10 MB
+# string in a file must not become a 10 MB error line. Whole messages stay readable below MAX_MESSAGE.
+MAX_VALUE = 200
+MAX_MESSAGE = 2000
+
+
+def shorten(text: str, limit: int = MAX_VALUE) -> str:
+    """``text`` with its middle replaced by ``...(N characters)...`` when it is longer than ``limit``."""
+    if len(text) <= limit:
+        return text
+    keep = max(limit // 2 - 20, 8)
+    return f"{text[:keep]}...({len(text) - 2 * keep} characters cut)...{text[-keep:]}"
+
+
+def _cut_long_values(message: str) -> str:
+    """Every run of more than MAX_VALUE characters without a space (a repr'd value, a path) is shortened; a
+    message still longer than MAX_MESSAGE (a long value with spaces) loses its middle."""
+    message = re.sub(r"\S{%d,}" % (MAX_VALUE + 1), lambda m: shorten(m[0]), message)
+    return shorten(message, MAX_MESSAGE)
+
+
 class AttnzooError(ValueError):
-    """A mistake in what the user asked for; the message says what was wrong and what is accepted."""
+    """A mistake in what the user asked for; the message says what was wrong and what is accepted.
+
+    Long values in the message are cut here, once for every message (see :func:`shorten`)."""
+
+    def __init__(self, message: object = "", *args):
+        super().__init__(_cut_long_values(str(message)), *args)
+
+
+def listing(keys, limit: int = 8) -> str:
+    """``a, b, c and 5 more``: key lists short enough for a one-line error."""
+    keys = sorted(keys)
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
 
 
 def suggest(name: str, choices: Iterable[str], n: int = 3, cutoff: float = 0.5, prefix: str = "") -> str:

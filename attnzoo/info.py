@@ -18,6 +18,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from attnzoo import attention as attention_registry
 from attnzoo.attention import AttentionModule
+from attnzoo.errors import AttnzooError
+from attnzoo.preprocessing import check_image_side
 from attnzoo.registry import ModelConfig, build, config_of, create_model, get_spec
 
 
@@ -60,6 +62,7 @@ def model_info(name_or_model: str | nn.Module, input_size=(3, 224, 224), num_cla
     ``name_or_model`` is a registry name (built on the meta device: instant, even for GAM-ResNet-152) or a
     model made by :func:`attnzoo.create_model`.
     """
+    input_size = _checked_input_size(input_size)
     if isinstance(name_or_model, str) and not overrides:
         return copy.deepcopy(_registered_model_info(get_spec(name_or_model).name, tuple(input_size), num_classes))
     if isinstance(name_or_model, str):
@@ -67,6 +70,17 @@ def model_info(name_or_model: str | nn.Module, input_size=(3, 224, 224), num_cla
     else:
         model = name_or_model
     return _describe(model, tuple(input_size))
+
+
+def _checked_input_size(input_size) -> tuple[int, int, int]:
+    """[channels, height, width], each in range, before a model is traced at that size."""
+    values = list(input_size) if isinstance(input_size, (list, tuple)) else [input_size]
+    if len(values) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values) or values[0] < 1:
+        raise AttnzooError(f"input_size must be three integers [channels, height, width], channels 1 or more, e.g. "
+                           f"3 224 224; got {values!r}.")
+    check_image_side(values[1], "input_size's height")
+    check_image_side(values[2], "input_size's width")
+    return tuple(values)
 
 
 @functools.lru_cache(maxsize=None)

@@ -22,6 +22,19 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 
 
+# The largest image side a model is given. Activations grow with its square: ResNet-50's forward pass at 4096
+# pixels a side already needs tens of GB per image, and a mistyped 1000000 would ask for hundreds of TiB.
+MAX_IMAGE_SIDE = 4096
+
+
+def check_image_side(value, name: str, low: int = 1) -> int:
+    """``value`` as an image side in pixels, ``low`` to :data:`MAX_IMAGE_SIDE`; otherwise one line naming
+    ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= MAX_IMAGE_SIDE:
+        raise AttnzooError(f"{name} must be an image side in pixels from {low} to {MAX_IMAGE_SIDE}, got {value!r}.")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How images are prepared for a model.
@@ -45,6 +58,7 @@ class Preprocessing:
         if len(size) != 3 or size[1] != size[2] or min(size) < 1:
             raise AttnzooError("input_size must be three positive integers [channels, height, width] with height == "
                                f"width (square crops), e.g. [3, 224, 224]; got {list(self.input_size)!r}.")
+        check_image_side(size[1], "input_size's height and width")
         if self.interpolation not in INTERPOLATIONS:
             raise AttnzooError(f"unknown interpolation {self.interpolation!r}. Accepted: {', '.join(INTERPOLATIONS)}.")
         if isinstance(self.crop_pct, bool) or not isinstance(self.crop_pct, (int, float)) or not 0 < self.crop_pct <= 1:

@@ -202,7 +202,10 @@ def render(root: str) -> str:
             "",
             f"`{m['command']}`",
             "",
-            f"Run {m['date']}{', commit ' + m['git_commit'] if m.get('git_commit') else ''}.",
+            f"Run {m['date']}{', commit ' + m['git_commit'] if m.get('git_commit') else ''}."
+            # A run killed or timed out keeps the settings it finished (bench.json says "complete": false).
+            + (" **Incomplete**: the run stopped before its last setting; the rows below are those it finished."
+               if results.get("complete") is False else ""),
             "",
             f"compile: {', '.join(config['compile'])}{' (inductor freezing)' if config['freezing'] else ''}; "
             f"dtypes {config['dtypes']}, channels_last {config['channels_last']}, batch {config['batch_sizes']}, "

@@ -69,6 +69,7 @@ class HubState:
         self.lock = threading.Lock()
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) log, handy when a test fails
+        self.commit_header: str | None = None  # a hostile mirror: X-Repo-Commit answered with this instead
         self._counter = 0
 
     def new_sha(self, seed: str) -> str:
@@ -330,7 +331,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "EntryNotFound", f"{path} does not exist on {revision}",
                                headers={"X-Repo-Commit": commit.sha})
         return self._send(200, content, headers={
-            "X-Repo-Commit": commit.sha,
+            "X-Repo-Commit": self.state.commit_header or commit.sha,
             "ETag": f'"{git_blob_oid(content)}"',
             "Accept-Ranges": "none",
         }, content_type="application/octet-stream")
@@ -374,6 +375,7 @@ class HubServer:
         with self.state.lock:
             self.state.repos.clear()
             self.state.requests.clear()
+            self.state.commit_header = None
 
     # Helpers for tests -----------------------------------------------------------------------------------
     def head(self, repo_id: str, branch: str = "main") -> str:
@@ -384,6 +386,11 @@ class HubServer:
     def file(self, repo_id: str, path: str, revision: str = "main") -> bytes:
         with self.state.lock:
             return self.state.repos[repo_id].resolve(revision).files[path]
+
+    def answer_commit(self, header: str | None) -> None:
+        """Answer every download with ``X-Repo-Commit: header`` (a hostile mirror; None: the real sha)."""
+        with self.state.lock:
+            self.state.commit_header = header
 
     def tamper(self, repo_id: str, path: str, content: bytes, revision: str = "main") -> None:
         """Replace a stored file's bytes in place, without a new commit (a compromised mirror)."""

@@ -355,7 +355,7 @@ def test_shapes_datamodule_splits_differ():
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    ({"image_size": 8}, "image_size must be at least 16 pixels a side, got 8."),
+    ({"image_size": 8}, "image_size must be an image side in pixels from 16 to 4096, got 8."),
     ({"num_val": 0}, "num_train and num_val must be positive"),
 ])
 def test_shapes_data_module_refuses_bad_sizes_when_built(kwargs, words):

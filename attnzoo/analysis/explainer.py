@@ -37,8 +37,10 @@ from torch import nn
 from attnzoo.analysis.model_meta import model_metadata, stage_of
 from attnzoo.analysis.recorder import AttentionRecorder
 from attnzoo.analysis.statistics import ClassGateStatistics, TapStatistics
+from attnzoo.devices import resolve_device
 from attnzoo.errors import AttnzooError
 from attnzoo.extras import require
+from attnzoo.files import check_writable, remove_stale, reporting_write_errors, write_text
 
 SPATIAL_TAPS = ("spatial_gate", "context_mask")
 CHANNEL_TAPS = ("channel_gate", "context_add")
@@ -82,14 +84,17 @@ def _prepare_out(out: str | Path, overwrite: bool) -> Path:
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise AttnzooError(f"--out {str(out)!r} exists and is not a folder.")
+    remove_stale(out)  # the leftovers of a killed explain are not the user's files
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise AttnzooError(f"--out {str(out)!r} is not empty; choose a new folder or pass --overwrite true to write "
                            "over the files of an earlier explain run there.")
-    return out
+    return check_writable(out, "--out", folder=True)
 
 
 def _read(path: str, transform) -> torch.Tensor:
-    with Image.open(path) as img:
+    from attnzoo.data.image_folder import open_image
+
+    with open_image(path) as img:
         return transform(img)
 
 
@@ -144,6 +149,7 @@ def explain(source: str | nn.Module, images: list[str], out: str | Path, *, per_
 
     if not isinstance(batch_size, int) or batch_size < 1:
         raise AttnzooError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    device = resolve_device(device)
     items, folder_classes = _list_inputs(images, per_class)
     out = _prepare_out(out, overwrite)
     model = source if isinstance(source, nn.Module) else load_source(source)
@@ -174,7 +180,8 @@ def explain(source: str | nn.Module, images: list[str], out: str | Path, *, per_
                        if folder_classes else {})
     pictured: dict[int | None, int] = defaultdict(int)
     image_rows, skipped, correct, judged = [], [], 0, 0
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    with reporting_write_errors(out / "images"):
+        (out / "images").mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(items), unit="img", desc=f"explain {name}", disable=None if progress else True)
     try:
         for start in range(0, len(items), batch_size):
@@ -282,9 +289,7 @@ def explain(source: str | nn.Module, images: list[str], out: str | Path, *, per_
         if judged:
             summary["per_class"]["top1_accuracy"] = round(correct / judged, 4)
     summary["files"] = written + sorted(f"images/{p.name}" for p in (out / "images").glob("*.png"))
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(out / "summary.json")
+    write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from attnzoo.extras import require
+from attnzoo.files import write_atomically
 
 DISPLAY_SIDE = 160  # pixels: small images (32x32 shapes) are shown enlarged, large ones at this size
 STAGE_COLORS = ("#7f7f7f", "#1f77b4", "#2ca02c", "#9467bd", "#d62728", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
@@ -30,12 +31,12 @@ def _figure(width: float, height: float, dpi: int = 80):
 
 
 def save(figure, path: str | Path) -> Path:
-    path = Path(path)
+    """Write ``figure`` as a PNG at ``path``, atomically (:func:`attnzoo.files.write_atomically`)."""
     if getattr(figure, "fixed_layout", False):
-        figure.savefig(path, format="png")
+        options = {}
     else:
-        figure.savefig(path, format="png", bbox_inches="tight", pad_inches=0.05)  # titles are never cut off
-    return path
+        options = {"bbox_inches": "tight", "pad_inches": 0.05}  # titles are never cut off
+    return write_atomically(path, lambda partial: figure.savefig(partial, format="png", **options))
 
 
 def display_image(image: torch.Tensor) -> torch.Tensor:

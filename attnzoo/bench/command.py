@@ -6,7 +6,7 @@ them, with their help, through ``**settings``); the command adds only what it do
 
 from __future__ import annotations
 
-from attnzoo.bench.report import table, write
+from attnzoo.bench.report import check_out_dir, table, write, write_numbers
 from attnzoo.bench.runner import run
 from attnzoo.bench.settings import BenchSettings
 
@@ -19,19 +19,23 @@ def bench_command(out_dir: str | None = "bench-out", plot: bool = True, data_dir
     same process.
 
     Args:
-        out_dir: where bench.json, bench.csv and bench.png go; null to write nothing.
+        out_dir: where bench.json, bench.csv and bench.png go; null to write nothing. bench.json and bench.csv
+            are rewritten after every measured setting ("complete": false until the last), so a run that is
+            killed or times out keeps the rows it finished.
         plot: write bench.png.
         data_dir: an ImageFolder root (train/ and val/): also measure the data pipeline's images/s.
         data_workers: data loader workers for that measurement.
     """
-    results = run(BenchSettings(**settings))
+    bench_settings = BenchSettings(**settings)
+    out = None if out_dir is None else check_out_dir(out_dir)  # before the benchmark, not after it
+    results = run(bench_settings, on_progress=None if out is None else lambda partial: write_numbers(partial, out))
     if data_dir is not None:
         from attnzoo.bench.data_pipeline import throughput
 
         results["data_pipeline"] = throughput(data_dir, num_workers=data_workers)
     print(table(results))
-    if out_dir is not None:
-        paths = write(results, out_dir, plot=plot)
+    if out is not None:
+        paths = write(results, out, plot=plot)
         print("wrote " + ", ".join(paths.values()))
 
 

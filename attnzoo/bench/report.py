@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from attnzoo.errors import AttnzooError
+from attnzoo.files import check_writable, write_atomically, write_text
 
 CSV_FIELDS = [
     "model", "backbone", "attention", "peer_of", "compile", "device", "dtype", "channels_last", "freezing", "task", "batch",
@@ -77,23 +78,39 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def check_out_dir(out_dir: str | os.PathLike) -> Path:
+    """Refuse, before anything is measured, an ``out_dir`` that cannot take bench.json/csv/png."""
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise AttnzooError(f"--out_dir {str(out)!r} is a file; give a folder for bench.json, bench.csv and bench.png.")
+    return check_writable(out, "--out_dir", folder=True)
+
+
+def write_numbers(results: dict, out_dir: str | os.PathLike) -> dict[str, str]:
+    """Write bench.json and bench.csv under ``out_dir``, each atomically: a benchmark killed while they are
+    rewritten after a setting leaves the previous complete pair."""
+    out = Path(out_dir)
+    paths = {"json": str(out / "bench.json"), "csv": str(out / "bench.csv")}
+    write_text(paths["json"], json.dumps(results, indent=1))
+
+    def write_csv(partial: Path) -> None:
+        with open(partial, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+            writer.writeheader()
+            for row in results["rows"]:
+                writer.writerow(flat(row))
+
+    write_atomically(paths["csv"], write_csv)
+    return paths
+
+
 def write(results: dict, out_dir: str | os.PathLike, plot: bool = True) -> dict[str, str]:
     """Write bench.json, bench.csv and (unless ``plot=False``) bench.png under ``out_dir``; return their paths.
 
     bench.png needs matplotlib (the ``viz`` extra); without it the picture is skipped with a one-line note on
     stderr and the numbers are written all the same."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise AttnzooError(f"output directory {str(out)!r} is a file; give a directory for bench.json/csv/png.")
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": str(out / "bench.json"), "csv": str(out / "bench.csv")}
-    with open(paths["json"], "w") as f:
-        json.dump(results, f, indent=1)
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for row in results["rows"]:
-            writer.writerow(flat(row))
+    out = check_out_dir(out_dir)
+    paths = write_numbers(results, out)
     if plot:
         from attnzoo.extras import missing
 
@@ -103,6 +120,7 @@ def write(results: dict, out_dir: str | os.PathLike, plot: bool = True) -> dict[
         else:
             from attnzoo.bench.plot import draw
 
-            paths["png"] = str(out / "bench.png")
-            draw(results).savefig(paths["png"], format="png")
+            figure = draw(results)
+            paths["png"] = str(write_atomically(out / "bench.png",
+                                                lambda partial: figure.savefig(partial, format="png")))
     return paths

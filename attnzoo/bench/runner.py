@@ -23,19 +23,8 @@ from attnzoo.bench.selection import Entry, select
 from attnzoo.bench.settings import BenchSettings
 from attnzoo.bench.timing import Contestant, interleave, summary, warm_up
 from attnzoo.bench.workload import EAGER, Setting, applies, make_workload
+from attnzoo.devices import resolve_device
 from attnzoo.errors import AttnzooError
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise AttnzooError(f"device {device!r} asked for, but this torch sees no CUDA device. Accepted here: cpu, auto.")
-        return device
-    if device != "cpu":
-        raise AttnzooError(f"unknown device {device!r}. Accepted: cpu, cuda, cuda:N, auto.")
-    return device
 
 
 @contextlib.contextmanager
@@ -117,17 +106,19 @@ def _memory_ratios(rows: dict, entries: list[Entry]) -> None:
             row["memory_ratio_to_equivalent"] = row["peak_memory_bytes"] / equivalent
 
 
-def run(settings: BenchSettings | None = None, /, *, log=print, **options) -> dict:
+def run(settings: BenchSettings | None = None, /, *, log=print, on_progress=None, **options) -> dict:
     """Benchmark the models of ``settings`` (each attention model against its plain backbone); returns the
     results as a dict (what bench.json holds).
 
     ``settings`` is a :class:`~attnzoo.bench.settings.BenchSettings`; ``options`` are its fields, given
     instead or on top: ``run(models=["r18", "eca_r18"], tasks=["infer"])``. ``log`` prints progress (None:
-    silent).
+    silent). ``on_progress(results)`` is called after every measured setting with the results so far
+    (``results["complete"]`` is False until the last), so a run that is killed or times out keeps what it
+    measured: ``attnzoo bench`` rewrites bench.json and bench.csv there.
     """
     settings = BenchSettings(**options) if settings is None else dataclasses.replace(settings, **options)
     groups = select(list(settings.models), peers=settings.peers)
-    device = _resolve_device(settings.device)
+    device = resolve_device(settings.device)
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
     log = log or (lambda *_: None)
@@ -139,6 +130,7 @@ def run(settings: BenchSettings | None = None, /, *, log=print, **options) -> di
         "graph_breaks": {},
         "rows": [],
         "speedups": [],
+        "complete": False,
     }
     all_entries = [e for entries in groups.values() for e in entries]
     peer_entries = [e.label for e in all_entries if e.is_peer]
@@ -158,15 +150,22 @@ def run(settings: BenchSettings | None = None, /, *, log=print, **options) -> di
             result["graph_breaks"][entry.label] = counts
             log(f"graph breaks  {entry.label:<28} eval {counts['eval']}  train {counts['train']}")
 
-    with _dynamo_room(len(all_entries) * len(settings.compile)):
-        for entries in groups.values():
+    if on_progress is not None:
+        on_progress(result)
+    plan = [(entries, Setting(device, dtype, layout, task, batch, resolution, settings.freezing and task == "infer"))
+            for entries in groups.values()
             for task, dtype, layout, batch, resolution in itertools.product(
-                settings.tasks, settings.dtypes, settings.channels_last, settings.batch_sizes, settings.resolutions
-            ):
-                setting = Setting(device, dtype, layout, task, batch, resolution, settings.freezing and task == "infer")
-                result_rows, speedups = _measure_setting(entries, setting, settings, log)
-                result["rows"] += result_rows
-                result["speedups"] += speedups
+                settings.tasks, settings.dtypes, settings.channels_last, settings.batch_sizes, settings.resolutions)]
+    with _dynamo_room(len(all_entries) * len(settings.compile)):
+        for done, (entries, setting) in enumerate(plan):
+            log(f"-- [{done + 1}/{len(plan)}] {entries[0].backbone}: {setting.describe()}")
+            result_rows, speedups = _measure_setting(entries, setting, settings, log)
+            result["rows"] += result_rows
+            result["speedups"] += speedups
+            result["complete"] = done + 1 == len(plan)
+            if on_progress is not None:
+                on_progress(result)
+    result["complete"] = True
     return result
 
 
@@ -185,7 +184,6 @@ def _peer_versions(entries: list[Entry]) -> dict[str, str]:
 
 def _measure_setting(entries: list[Entry], setting: Setting, settings: BenchSettings, log) -> tuple[list, list]:
     modes, num_classes, model_args = list(settings.compile), settings.num_classes, settings.model_args
-    log(f"-- {entries[0].backbone}: {setting.describe()}")
     torch._dynamo.reset()
     workloads, contestants, rows = {}, {}, {}
     modes = [mode for mode in modes if applies(mode, setting)]  # onnxruntime: CPU fp32 inference only

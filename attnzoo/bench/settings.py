@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from attnzoo.bench.workload import DTYPES, EAGER, ONNXRUNTIME, TASKS
 from attnzoo.compiling import COMPILE_MODES
 from attnzoo.errors import AttnzooError
+from attnzoo.preprocessing import check_image_side
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ class BenchSettings:
             "dtypes": _choices("dtypes", self.dtypes, tuple(DTYPES)),
             "channels_last": _choices("channels_last", self.channels_last, (False, True)),
             "batch_sizes": _positive("batch_sizes", self.batch_sizes),
-            "resolutions": _positive("resolutions", self.resolutions),
+            "resolutions": tuple(check_image_side(v, "each of resolutions") for v in _positive("resolutions",
+                                                                                                  self.resolutions)),
             "model_args": dict(self.model_args or {}),
             # a peer has its library's defaults, not these options: it would not be an equivalent
             "peers": False if self.peers is None and self.model_args else self.peers,

@@ -13,10 +13,12 @@ of skipped files lives in shared memory, so it sees the failures of every DataLo
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
+import stat
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -67,12 +69,35 @@ def walk_images(top: str | os.PathLike) -> list[str]:
     return files
 
 
+@contextlib.contextmanager
+def open_image(path: str | os.PathLike) -> Iterator[Image.Image]:
+    """``Image.open`` for a regular file only: every image attnzoo reads is opened here.
+
+    Opening a FIFO named ``pipe.jpg`` waits for a writer that never comes, and a device (``/dev/zero``) never
+    ends: the file is opened without blocking and anything but a regular file raises :class:`OSError`, which
+    callers treat as any unreadable image (skipped with a warning naming it).
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+                    stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}.get(stat.S_IFMT(mode), "special")
+            raise OSError(f"not a regular file ({kind})")
+        handle = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with handle, Image.open(handle) as img:
+        yield img
+
+
 def first_readable(paths: list[str]) -> tuple[str | None, str | None]:
     """(the first path that decodes, None) or (None, why the first one did not)."""
     reason = None
     for path in paths:
         try:
-            with Image.open(path) as img:
+            with open_image(path) as img:
                 img.draft("RGB", (16, 16))  # JPEG: decode at 1/8 scale, enough to know it decodes
                 img.load()
             return path, None
@@ -161,7 +186,7 @@ class ImageFolder(Dataset):
 
     def load(self, index: int, rng=None) -> torch.Tensor:
         path, _ = self.samples[index]
-        with Image.open(path) as img:
+        with open_image(path) as img:
             if rng is not None and self._transform_takes_rng:
                 return self.transform(img, rng=rng)
             return self.transform(img)
@@ -212,7 +237,7 @@ def find_image_files(paths: list[str | os.PathLike]) -> list[str]:
         path = Path(entry)
         if path.is_dir():
             files.extend(walk_images(path))
-        elif path.is_file():
+        elif path.exists():  # a FIFO or a device too: open_image refuses it when read, with a warning
             files.append(str(path))
         else:
             raise AttnzooError(f"no such image file or folder: {str(path)!r}.")
@@ -236,7 +261,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str, bool]:
         path = self.files[index]
         try:
-            with Image.open(path) as img:
+            with open_image(path) as img:
                 return self.transform(img), path, True
         except DECODE_ERRORS as err:
             warnings.warn(f"unreadable image {path!r} ({type(err).__name__}: {err}): no prediction for it.",

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 
 from attnzoo.data.base import ClassificationDataModule
 from attnzoo.data.cifar import ARCHIVES, CIFAR_MEAN, CIFAR_STD, CifarDataset, prepare_cifar
-from attnzoo.data.image_folder import ImageFolder, find_classes
+from attnzoo.data.image_folder import ImageFolder, find_classes, walk_images
 from attnzoo.data.synthetic import MIN_SIZE, SHAPE_CLASSES, ShapesDataset
 from attnzoo.data.transforms import eval_transform, train_transform
-from attnzoo.errors import AttnzooError
-from attnzoo.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from attnzoo.errors import AttnzooError, listing
+from attnzoo.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, check_image_side
+
+
+def _check_fits_memory(nbytes: int, what: str) -> None:
+    """Refuse a data set generated in memory that this machine's memory cannot hold, before generating it."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return
+    if nbytes > total:
+        raise AttnzooError(f"{what} need {nbytes / 2**30:,.1f} GiB in memory, more than this machine's "
+                           f"{total / 2**30:,.1f} GiB: lower image_size, num_train or num_val.")
 
 
 class LabelledSamples(Dataset):
@@ -78,12 +91,33 @@ class ImageFolderDataModule(ClassificationDataModule):
         # Checked now (a bad interpolation name, crop_pct...), not in a loader worker.
         self._preprocessing = Preprocessing((3, input_size, input_size), interpolation, crop_pct, mean, std)
         self._class_names = find_classes(self.data_dir / train_dir)
+        if len(self._class_names) < 2:
+            raise AttnzooError(f"{str(self.data_dir / train_dir)!r} has {len(self._class_names)} class folder "
+                               f"({', '.join(self._class_names)}): a classifier needs 2 or more, one folder per class.")
 
     def _split(self, split: str, train: bool) -> ImageFolder:
         transform = train_transform(self._preprocessing) if train else eval_transform(self._preprocessing)
+        if not train:
+            self._check_no_unknown_classes(self.data_dir / self.split_dirs[split])
         # The training split defines the classes: each of its class folders must hold a readable image.
         return ImageFolder(self.data_dir / self.split_dirs[split], transform, classes=self._class_names,
                            check_classes=split == "train")
+
+    def _check_no_unknown_classes(self, folder: Path) -> None:
+        """A class folder of an evaluation split that training does not have: its images could never be scored
+        (class indices come from the training folders), so an accuracy without them would silently be over
+        another set of images. Refused when it holds images; an empty one is only mentioned."""
+        known = set(self._class_names)
+        unknown = [name for name in find_classes(folder) if name not in known]
+        with_images = [name for name in unknown if walk_images(folder / name)]
+        if with_images:
+            raise AttnzooError(f"{str(folder)!r} has class folder(s) the training split "
+                               f"{str(self.data_dir / self.split_dirs['train'])!r} does not: "
+                               f"{listing(with_images, 5)}. Their images cannot be scored (classes come from the "
+                               "training folders): add the class to training, or move the folder out.")
+        if unknown:
+            rank_zero_warn(f"{str(folder)!r}: class folder(s) without images and not in the training split are "
+                           f"ignored: {listing(unknown, 5)}.")
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_set is None:
@@ -172,8 +206,9 @@ class ShapesDataModule(ClassificationDataModule):
             raise AttnzooError(f"the shapes data set has 2 to {len(SHAPE_CLASSES)} classes, got num_classes={num_classes}.")
         if num_train < 1 or num_val < 1:
             raise AttnzooError(f"num_train and num_val must be positive, got {num_train} and {num_val}.")
-        if image_size < MIN_SIZE:
-            raise AttnzooError(f"image_size must be at least {MIN_SIZE} pixels a side, got {image_size}.")
+        check_image_side(image_size, "image_size", low=MIN_SIZE)
+        _check_fits_memory((num_train + num_val) * 3 * image_size**2,
+                           f"num_train + num_val = {num_train + num_val} images of {image_size}x{image_size}")
         self.num_train, self.num_val, self.image_size = num_train, num_val, image_size
         self.seed, self.predict_samples = seed, predict_samples
         self._class_names = list(SHAPE_CLASSES[:num_classes])

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from attnzoo.errors import AttnzooError
 from attnzoo.export.capture import (Source, capture, deployable, evaluating, example_input, load_source,
                                    quiet_exporter)
 from attnzoo.extras import require
+from attnzoo.files import cannot_write, check_writable, move_into, reporting_write_errors, staging_folder
 from attnzoo.export.metadata import INPUT_NAME, OUTPUT_NAME, PROGRAM_METADATA_FILE, crop_size, describe, encode
 
 FORMATS = ("safetensors", "onnx", "pt2")
@@ -78,7 +77,7 @@ def _destination(path: str | Path, overwrite: bool, suffix: str) -> Path:
     if path.exists() and not overwrite:
         raise AttnzooError(f"{str(path)!r} already exists; choose another path or pass overwrite=True (--overwrite) "
                            "to replace it.")
-    return path
+    return check_writable(path, "--out")
 
 
 @contextlib.contextmanager
@@ -89,7 +88,10 @@ def _parent_folders(destination: Path):
     while not folder.exists():
         made.append(folder)
         folder = folder.parent
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise cannot_write(destination, err) from None
     try:
         yield
     except BaseException:
@@ -119,15 +121,6 @@ def _compare(run, module: nn.Module, source: Source, fold_preprocessing: bool, t
                 f"({source.identity['architecture']}) and the torch ({torch.__version__}) version; check=False "
                 "(--check false) writes the file unchecked.")
     return checks
-
-
-def _move_into_place(tmp: Path, destination: Path) -> list[Path]:
-    files = []
-    for item in sorted(tmp.iterdir()):
-        target = destination.parent / item.name
-        os.replace(item, target)
-        files.append(target)
-    return files
 
 
 def onnxruntime_session(path: str | Path, threads: int | None = None):
@@ -188,9 +181,9 @@ def _export_onnx(source: Source, destination: Path, opset: int, fold_preprocessi
     onnx_program.model.doc_string = (f"attnzoo {metadata['architecture']}: {INPUT_NAME} -> {OUTPUT_NAME}; "
                                      "metadata_props hold the preprocessing and label names (JSON values)")
     checks = []
-    with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".attnzoo-tmp-") as tmp:
-        tmp_file = Path(tmp) / destination.name
-        with quiet_exporter():
+    with staging_folder(destination.parent) as tmp:
+        tmp_file = tmp / destination.name
+        with quiet_exporter(), reporting_write_errors(destination):
             onnx_program.save(str(tmp_file))
         del onnx_program
         if check:
@@ -198,7 +191,7 @@ def _export_onnx(source: Source, destination: Path, opset: int, fold_preprocessi
             checks = _compare(lambda x: session.run(None, {INPUT_NAME: x.numpy()})[0], module, source,
                               fold_preprocessing, tolerance, "the ONNX model run in onnxruntime")
             del session
-        files = _move_into_place(Path(tmp), destination)
+        files = move_into(tmp, destination.parent)
     return Exported(destination, "onnx", metadata, files, opset, checks, time.perf_counter() - start)
 
 
@@ -223,16 +216,18 @@ def _export_program(source: Source, destination: Path, fold_preprocessing: bool,
     metadata = describe(source.identity, fold_preprocessing, source.label, source.metrics)
     program = capture(module, example_input(source, fold_preprocessing))
     checks = []
-    with tempfile.TemporaryDirectory(dir=destination.parent, prefix=".attnzoo-tmp-") as tmp:
-        tmp_file = Path(tmp) / destination.name
-        torch.export.save(program, str(tmp_file), extra_files={PROGRAM_METADATA_FILE: json.dumps(metadata)})
+    with staging_folder(destination.parent) as tmp:
+        tmp_file = tmp / destination.name
+        # Through a Python file: a full disk is then an OSError naming the file, not a RuntimeError of torch's writer.
+        with reporting_write_errors(destination), open(tmp_file, "wb") as handle:
+            torch.export.save(program, handle, extra_files={PROGRAM_METADATA_FILE: json.dumps(metadata)})
         if check:
             loaded, _ = load_program(tmp_file)
             runnable = loaded.module()
             with torch.no_grad():
                 checks = _compare(runnable, module, source, fold_preprocessing, tolerance,
                                   "the torch.export program, loaded back,")
-        files = _move_into_place(Path(tmp), destination)
+        files = move_into(tmp, destination.parent)
     return Exported(destination, "pt2", metadata, files, None, checks, time.perf_counter() - start)
 
 

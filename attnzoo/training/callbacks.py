@@ -9,6 +9,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
 from attnzoo.errors import AttnzooError
+from attnzoo.files import check_writable, write_atomically
 
 
 class PredictionWriter(L.Callback):
@@ -41,9 +42,16 @@ class PredictionWriter(L.Callback):
         return path
 
     def check_output(self, path: Path | None) -> None:
-        if path is not None and path.exists() and not self.overwrite:
+        """Before anything is predicted: the file is not there (or may be replaced) and its folder takes files."""
+        if path is None:
+            return
+        if path.is_dir():
+            raise AttnzooError(f"--predictions.output_file {str(path)!r} is a folder; give a file, e.g. "
+                               f"{str(path / 'predictions.jsonl')!r}.")
+        if path.exists() and not self.overwrite:
             raise AttnzooError(f"--predictions.output_file {str(path)!r} exists; pass --predictions.overwrite true to "
                                "replace it, or choose another file.")
+        check_writable(path, "--predictions.output_file")
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "predict":
@@ -62,10 +70,12 @@ class PredictionWriter(L.Callback):
             return
         path = self.output_path(trainer)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "w" if self.overwrite else "x") as f:
-                for row in self._rows:
-                    f.write(json.dumps(row) + "\n")
+            def write(partial: Path) -> None:
+                with open(partial, "w") as f:
+                    for row in self._rows:
+                        f.write(json.dumps(row) + "\n")
+
+            write_atomically(path, write)  # a full disk leaves the old file whole, or no file: never a part
             rank_zero_info(f"predictions written to {path}")
         lines = [self.format(row) for row in self._rows[: self.print_limit]]
         if len(self._rows) > self.print_limit > 0:

@@ -18,10 +18,8 @@ from __future__ import annotations
 import os
 import random
 import re
-import socket
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -31,87 +29,24 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from attnzoo.errors import AttnzooError
-
-PARTIAL_SUFFIX = ".partial"
-# A temporary file untouched this long belongs to a dead writer, even one on another machine.
-STALE_AFTER_S = 600
+from attnzoo.files import partial_path as _partial_name  # noqa: F401 - the checkpoints' temporary name
+from attnzoo.files import remove_stale as remove_stale_partials
+from attnzoo.files import write_atomically
 
 
 def _is_remote(path) -> bool:
     return "://" in str(path) and not str(path).startswith("file://")
 
 
-_PARTIAL = re.compile(r"\.writer-(\d+)-([A-Za-z0-9_-]*)" + re.escape(PARTIAL_SUFFIX) + "$")
-
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
-
-
-def _partial_name(target: Path) -> Path:
-    # Hidden, and named after its writer so that a cleanup never takes the file of a live process.
-    return target.with_name(f".{target.name}.writer-{os.getpid()}-{_host()}{PARTIAL_SUFFIX}")
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot sync a directory; the rename itself is still atomic
-    finally:
-        os.close(fd)
-
-
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     """``torch.save(obj, path)`` such that ``path`` is always either its old complete content or the new one."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = _partial_name(target)
-    try:
-        with open(partial, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
+    def save(partial):
+        # Through a Python file: a full disk is then an OSError naming the file (torch's own writer, given a
+        # path, reports it as a RuntimeError).
+        with open(partial, "wb") as handle:
+            torch.save(obj, handle)
 
-
-def remove_stale_partials(directory: str | os.PathLike) -> list[Path]:
-    """Delete temporary files left by killed writers in ``directory``: those of a process of this machine that no
-    longer runs, and any not modified for ``STALE_AFTER_S`` seconds. Returns what was removed."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    removed, host, now = [], _host(), time.time()
-    for path in directory.glob(f".*{PARTIAL_SUFFIX}"):
-        match = _PARTIAL.search(path.name)
-        try:
-            dead = match is not None and match[2] == host and not _process_alive(int(match[1]))
-            if dead or now - path.stat().st_mtime > STALE_AFTER_S:
-                path.unlink()
-                removed.append(path)
-        except FileNotFoundError:
-            continue
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    write_atomically(path, save)
 
 
 def describe_load_error(path, err: BaseException) -> AttnzooError:

@@ -39,6 +39,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from attnzoo.config_files import check_config_files
 from attnzoo.data.base import ClassificationDataModule
 from attnzoo.errors import AttnzooError, suggest, usage_error
+from attnzoo.files import check_writable
 from attnzoo.preprocessing import Preprocessing
 from attnzoo.training import checkpoint_policy as policy
 from attnzoo.training.callbacks import PredictionWriter
@@ -164,6 +165,8 @@ class AttnzooCLI(LightningCLI):
         config = self._subconfig()
         subcommand = self.config.get("subcommand")
         check_devices(config.trainer)
+        if subcommand == "fit":
+            check_outputs(config)
         model_args = config.model.model_args or {}
         has_weights = bool(config.get("ckpt_path")) or bool(model_args.get("backbone_weights"))
         if subcommand in EVALUATING and not has_weights and config.random_weights:
@@ -242,6 +245,18 @@ def check_devices(trainer_config) -> None:
         build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a build without CUDA")
         raise AttnzooError(f"--trainer.accelerator {accelerator!r}: this machine has no such device ({build}). "
                            f"Available here: {', '.join(available)}; --trainer.accelerator auto picks the best of them.")
+
+
+def check_outputs(config) -> None:
+    """Before anything is built: the folders a training run writes (its logs, config.yaml and checkpoints) take
+    files. A read-only folder or a full disk is one line now, not a traceback at the first checkpoint."""
+    root = config.trainer.get("default_root_dir") or os.getcwd()
+    if "://" not in str(root):
+        check_writable(root, "--trainer.default_root_dir", folder=True)
+    for group in ("checkpoint", "last_checkpoint"):
+        dirpath = (config.get(group) or {}).get("dirpath")
+        if dirpath and "://" not in str(dirpath):
+            check_writable(dirpath, f"--{group}.dirpath", folder=True)
 
 
 def apply_collective_timeout(trainer, timeout: timedelta | None, strategy_config) -> None:

@@ -116,6 +116,7 @@ class ImageClassifier(L.LightningModule):
         ignore += [name for name, value in (("optimizer", optimizer), ("lr_scheduler", lr_scheduler)) if not _picklable(value)]
         self.save_hyperparameters(ignore=ignore)
         self._check_options(no_weight_decay, label_smoothing, ema_decay, freeze_backbone_epochs, top_k, compile)
+        self._check_optimizer(optimizer)
 
         self.model = self._build_model(model, num_classes, model_args or {})
         self.num_classes = int(self.model.num_classes) if hasattr(self.model, "num_classes") else int(num_classes or 0)
@@ -176,6 +177,21 @@ class ImageClassifier(L.LightningModule):
             raise AttnzooError(f"freeze_backbone_epochs must be >= 0 and top_k >= 1, got {freeze_backbone_epochs}, {top_k}.")
         if compile not in (True, False, *COMPILE_MODES):
             raise AttnzooError(f"unknown compile mode {compile!r}. Accepted: false, true, {', '.join(COMPILE_MODES)}.")
+
+    @staticmethod
+    def _check_optimizer(optimizer: OptimizerCallable | None) -> None:
+        """The optimizer's own range checks (torch refuses lr < 0, momentum < 0, betas outside [0, 1) ...), run
+        now on one throw-away parameter rather than after the data is set up."""
+        if optimizer is None:
+            return
+        try:
+            optimizer([{"params": [nn.Parameter(torch.zeros(1))]}])
+        except (ValueError, TypeError) as err:
+            # jsonargparse hands a partial whose arguments hold the class; a plain function names itself.
+            cls = next((a for a in (getattr(optimizer, "func", None), *getattr(optimizer, "args", ()))
+                        if isinstance(a, type)), optimizer)
+            raise AttnzooError(f"--model.optimizer {getattr(cls, '__name__', 'callable')} refuses its init_args: {err} "
+                               "(accepted: lr, weight_decay, momentum and eps 0 or more, betas in [0, 1)).") from None
 
     @staticmethod
     def _build_model(model: str | nn.Module, num_classes: int | None, model_args: dict) -> nn.Module:

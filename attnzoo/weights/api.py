@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import stat
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +12,8 @@ import torch
 from torch import nn
 
 from attnzoo.errors import AttnzooError, unknown
+from attnzoo.files import (cannot_write, check_writable, move_into, remove_stale, reporting_write_errors,
+                           staging_folder)
 from attnzoo.registry import MODELS, get_spec
 from attnzoo.weights import hub
 from attnzoo.weights.card import render_card
@@ -56,12 +55,17 @@ def save_pretrained(model: nn.Module, directory: str | Path, metrics: dict | Non
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise AttnzooError(f"{str(directory)!r} exists and is not a directory.")
+    check_writable(directory, "the weights directory", folder=True)
+    remove_stale(directory)  # what a killed export or convert left is not the user's
     if directory.is_dir() and any(directory.iterdir()) and not overwrite:
         raise AttnzooError(f"{str(directory)!r} already exists and is not empty; choose another directory or pass "
                            "overwrite=True (--overwrite) to replace its weights.")
     cfg = build_config(model, metrics=metrics, class_names=class_names, train_config=train_config, source=source)
     card = render_card(cfg, repo_id=repo_id, license=license, datasets=datasets)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise cannot_write(directory, err) from None
     write_files(directory, {WEIGHTS_NAME: lambda path: write_weights(model, path),
                             CONFIG_NAME: lambda path: path.write_text(config_text(cfg), encoding="utf-8"),
                             CARD_NAME: lambda path: path.write_text(card, encoding="utf-8")})
@@ -73,20 +77,13 @@ def config_text(cfg: dict) -> str:
 
 
 def write_files(directory: Path, writers: dict) -> None:
-    """Write each ``name: writer(path)`` next to its target and move it into place, so an interrupted write
-    leaves every file whole (its old content or its new one), never half-written."""
-    with tempfile.TemporaryDirectory(dir=directory, prefix=".attnzoo-tmp-") as tmp:
-        tmp = Path(tmp)
-        probe = tmp / ".mode"
-        probe.touch()
-        # safetensors (and tempfile) write private files (mode 0600); every file gets the mode any new file gets
-        # here (0666 less the user's umask), so the directory can be shared as is.
-        mode = stat.S_IMODE(probe.stat().st_mode)
+    """Write each ``name: writer(path)`` in a staging folder beside its target and move them all into place, so
+    an interrupted or failed write (a kill, a full disk) leaves every file whole: its old content or its new one."""
+    with staging_folder(directory) as tmp:
         for name, writer in writers.items():
-            writer(tmp / name)
-            os.chmod(tmp / name, mode)
-        for name in writers:
-            (tmp / name).replace(directory / name)
+            with reporting_write_errors(directory / name):
+                writer(tmp / name)
+        move_into(tmp, directory, writers)
 
 
 @dataclass
@@ -152,6 +149,7 @@ def resolve(source: str, revision: str | None = None) -> ResolvedWeights:
     if source in records:
         record = records[source]
         if revision and revision != record.revision:
+            hub.check_names(record.repo_id, revision=revision)  # the message below suggests it
             raise AttnzooError(f"{source!r} is pinned to revision {record.revision} by the zoo's index; for another "
                                f"revision load 'hf-hub:{record.repo_id}@{revision}' (unverified).")
         return _from_hub(record.repo_id, record.revision, record)
@@ -161,13 +159,22 @@ def resolve(source: str, revision: str | None = None) -> ResolvedWeights:
         pass
     else:
         raise _no_weights_yet(source, records)
-    if _ORG_NAME.match(source):
+    if _ORG_NAME.match(source) and _hub_source_ok("hf-hub:" + source):
         raise AttnzooError(f"{source!r} is not a local path; for a Hub repo write 'hf-hub:{source}'.")
     if "/" in source or "\\" in source or source.endswith(".safetensors"):
         raise AttnzooError(f"no such file or directory: {source!r}.")
     raise unknown("weights", source, list(records) + list(MODELS),
                   accepted="a name from the zoo's index, hf-hub:ORG/NAME[@REVISION], or a local directory or "
                   ".safetensors file")
+
+
+def _hub_source_ok(source: str) -> bool:
+    """Whether ``source`` is an hf-hub: source attnzoo accepts (a message suggests only what is accepted)."""
+    try:
+        hub.parse_hub_source(source)
+    except AttnzooError:
+        return False
+    return True
 
 
 def _refuse_if_changed(resolved: ResolvedWeights, path: Path, expected: str, what: str) -> None:

@@ -15,9 +15,11 @@ from attnzoo.errors import AttnzooError
 
 def _export(ckpt: str, out: Path, repo_id: str | None, license: str, datasets: list[str] | None,
             overwrite: bool) -> tuple[Path, dict]:
+    from attnzoo.files import check_writable
     from attnzoo.weights.api import save_pretrained
     from attnzoo.weights.lightning_checkpoint import model_from_lightning_checkpoint
 
+    check_writable(out, "--out", folder=True)
     exported = model_from_lightning_checkpoint(ckpt)
     source = {"kind": "trained", "checkpoint": Path(ckpt).name, "weights": exported.weights}
     if exported.notes:
@@ -88,7 +90,7 @@ def push_command(source: str, *, repo: str, name: str | None = None, private: bo
     from attnzoo.weights.evaluate import echo_stderr
     from attnzoo.weights.publish import check_repo_id, push
 
-    check_repo_id(repo)
+    check_repo_id(repo, revision)
     with tempfile.TemporaryDirectory(prefix="attnzoo-push-") as tmp:
         directory = Path(source)
         if not directory.is_dir():
@@ -121,8 +123,8 @@ def evaluate_command(weights: str, *, data: str, dataset: str, batch_size: int =
         device: cpu, cuda, cuda:1 ...; default cuda when available.
         overwrite: replace an evaluation (or val/acc1, val/acc5 metrics) config.json records already.
     """
-    import torch
-
+    from attnzoo.devices import resolve_device
+    from attnzoo.files import check_writable
     from attnzoo.weights.api import load
     from attnzoo.weights.evaluate import echo_stderr, evaluate_folder, record_evaluation, refuse_to_replace
     from attnzoo.weights.format import CONFIG_NAME, read_config
@@ -135,7 +137,8 @@ def evaluate_command(weights: str, *, data: str, dataset: str, batch_size: int =
     # What would be refused at the end is refused before the minutes an evaluation takes.
     config_path = Path(weights) / CONFIG_NAME
     refuse_to_replace(read_config(config_path), repr(str(config_path)), overwrite=overwrite)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_writable(weights, "the weights directory", folder=True)  # config.json is replaced there at the end
+    device = resolve_device(device)
     num_workers = min(8, os.cpu_count() or 1) if num_workers is None else num_workers
     model = load(weights, device=device)
     result = evaluate_folder(model, data, batch_size=batch_size, num_workers=num_workers, device=device,

@@ -261,6 +261,9 @@ def convert_state_dict(release: str, state_dict: dict[str, torch.Tensor], model_
         if new in mapped:
             raise AttnzooError(f"{source}: keys map to {new!r} twice; is it a {rel.description} checkpoint?")
         mapped[new] = value
+    # Checked before anything else: a message below suggests `num_classes=` with the value given.
+    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1):
+        raise AttnzooError(f"--num_classes must be a positive integer, got {num_classes!r}.")
     head = "classifier.1" if spec.backbone == "mobilenetv2" else "fc"
     notes: list[str] = []
     if rel.has_classifier:
@@ -275,8 +278,6 @@ def convert_state_dict(release: str, state_dict: dict[str, torch.Tensor], model_
         num_classes = classes
     else:
         num_classes = 1000 if num_classes is None else num_classes
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-            raise AttnzooError(f"num_classes must be a positive integer, got {num_classes!r}.")
         notes.append(FRESH_HEAD_NOTE.format(head=head, classes=num_classes, dropped=dropped))
     model_args: dict = {}
     if rel.options_from_weights is not None:
@@ -308,8 +309,10 @@ def convert_state_dict(release: str, state_dict: dict[str, torch.Tensor], model_
 def convert(release: str, file: str | Path, model_name: str, out: str | Path, overwrite: bool = False,
             echo: Callable[[str], None] = print, num_classes: int | None = None) -> Path:
     """Convert an official checkpoint file into attnzoo weights in ``out``."""
+    from attnzoo.files import check_writable
     from attnzoo.weights.api import save_pretrained
 
+    check_writable(out, "--out", folder=True)  # before the conversion, not after it
     file = Path(file)
     model, notes = convert_state_dict(release, read_state_dict_file(file), model_name, source=repr(str(file)),
                                       num_classes=num_classes)

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from attnzoo.errors import AttnzooError
@@ -69,11 +68,11 @@ class _Images(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int):
-        from attnzoo.data.image_folder import DECODE_ERRORS, UnreadableImageWarning
+        from attnzoo.data.image_folder import DECODE_ERRORS, UnreadableImageWarning, open_image
 
         path, target = self.samples[index]
         try:
-            with Image.open(path) as img:
+            with open_image(path) as img:
                 return self.transform(img), target, True
         except DECODE_ERRORS as err:
             warnings.warn(f"skipping unreadable image {path!r} ({type(err).__name__}: {err}): it is not counted.",
@@ -98,6 +97,8 @@ def evaluate_folder(model: torch.nn.Module, data: str | os.PathLike, batch_size:
                            "validation images sorted into their 1000 wnid folders.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise AttnzooError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise AttnzooError(f"num_workers must be 0 (decode in this process) or more, got {num_workers!r}.")
     config = model.config
     folders = find_classes(root)
     targets, mapping = class_indices(folders, config, str(data))

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from attnzoo._version import __version__
-from attnzoo.errors import AttnzooError
+from attnzoo.errors import AttnzooError, listing
 from attnzoo.registry import ModelConfig, build, config_of
 
 log = logging.getLogger("attnzoo.weights")
@@ -113,13 +113,17 @@ def build_config(model: nn.Module, metrics=None, class_names=None, train_config=
 
 
 def write_weights(model: nn.Module, path: Path) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     # Clones make every tensor own its storage: safetensors refuses tensors that share memory.
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in clean_state_dict(model.state_dict()).items()}
     # One metadata entry only: safetensors writes a metadata map in no fixed order, and the same weights
     # must give the same bytes (the sha256 in the index is computed on export and checked on load).
-    save_file(tensors, str(path), metadata={"format": "pt"})
+    data = save(tensors, metadata={"format": "pt"})
+    # Written by Python, not by safetensors' own file writer: a full disk is then an OSError naming the file,
+    # which the atomic writer turns into one line, rather than a Rust error string.
+    with open(path, "wb") as handle:
+        handle.write(data)
 
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -215,12 +219,33 @@ def check_config(cfg, where: str = "config.json") -> dict:
     return cfg
 
 
+# config.json nests a few levels (model_args, preprocessing, train_config); deeper is not one attnzoo wrote, and
+# Python's json and everything after it recurse: a file of 100,000 brackets must be one line, not a RecursionError.
+MAX_CONFIG_DEPTH = 32
+
+
+def _depth_exceeds(value, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
 def parse_config(data: bytes, where: str) -> dict:
     """A config.json's bytes, parsed and checked (:func:`check_config`)."""
     try:
         cfg = json.loads(data.decode("utf-8"))
+        too_deep = _depth_exceeds(cfg, MAX_CONFIG_DEPTH)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise AttnzooError(f"{where} is not valid JSON: {err}.") from None
+    except RecursionError:
+        too_deep = True
+    if too_deep:
+        raise AttnzooError(f"{where} nests deeper than {MAX_CONFIG_DEPTH} levels: it is not an attnzoo config.json.")
     return check_config(cfg, where)
 
 
@@ -232,13 +257,6 @@ def read_config(path: str | Path, label: str | None = None) -> dict:
                            f"{WEIGHTS_NAME} and {CONFIG_NAME} (write one with attnzoo.save_pretrained or "
                            f"`attnzoo export`).")
     return parse_config(path.read_bytes(), f"{CONFIG_NAME} of {label}" if label else repr(str(path)))
-
-
-def listing(keys, limit: int = 8) -> str:
-    """``a, b, c and 5 more``: key lists short enough for a one-line error."""
-    keys = sorted(keys)
-    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
 
 
 def state_dict_problems(
@@ -265,25 +283,77 @@ def state_dict_problems(
     return problems, bool(mis_shaped)
 
 
-def apply_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True,
-                     what: str = "the weights") -> None:
-    """``load_state_dict`` with errors a user can act on: missing, unexpected and mis-shaped keys are named."""
-    state_dict = clean_state_dict(state_dict)
-    own = model.state_dict()
-    problems, mis_shaped = state_dict_problems(own, state_dict)
+def dtype_problems(own: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """(tensors refused, tensors converted), in words. A floating tensor of the network must come as a floating
+    tensor (an int8 cast of the weights loads into float32 as garbage, and evaluates to chance); an integer
+    buffer (BatchNorm's num_batches_tracked) as an integer one. Another floating type is converted: exactly from
+    float16 and bfloat16 (every such value is a float32), rounded from float64."""
+    refused, converted = [], []
+    for key in sorted(set(own) & set(given)):
+        mine, theirs = own[key].dtype, given[key].dtype
+        if mine == theirs:
+            continue
+        if mine.is_floating_point != theirs.is_floating_point or theirs.is_complex or theirs == torch.bool:
+            refused.append(f"{key} ({str(theirs).removeprefix('torch.')}; the network's is "
+                           f"{str(mine).removeprefix('torch.')})")
+        elif mine.is_floating_point:
+            exact = torch.finfo(theirs).bits < torch.finfo(mine).bits
+            converted.append(f"{str(theirs).removeprefix('torch.')} -> {str(mine).removeprefix('torch.')}"
+                             f"{' (exact)' if exact else ' (rounded)'}")
+    return refused, sorted(set(converted))
+
+
+def check_fits(own: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], architecture: str,
+               strict: bool = True, what: str = "the weights") -> tuple[list[str], list[str]]:
+    """Refuse ``given`` (a cleaned state dict) for a network whose state dict is ``own`` when a tensor has the
+    wrong shape or a type the network cannot use, or (``strict``) when keys are missing or unexpected; returns
+    (key problems to log, type conversions to log). ``own`` may be on the meta device: only shapes and dtypes
+    are read."""
+    problems, mis_shaped = state_dict_problems(own, given)
+    refused, converted = dtype_problems(own, given)
+    if refused:
+        raise AttnzooError(f"{what} are not weights {architecture} can use: {listing(refused, 3)} "
+                           f"({len(refused)} tensor(s) of a non-floating type where the network has floating ones, "
+                           "or the reverse). Accepted: float32, float16, bfloat16 or float64 weights; integer "
+                           "buffers such as num_batches_tracked as integers.")
     if mis_shaped or (problems and strict):
         hint = "" if mis_shaped else " Pass strict=False to load the matching keys anyway."
-        raise AttnzooError(f"{what} do not fit {model.config.architecture} ({'; '.join(problems)}).{hint}")
+        raise AttnzooError(f"{what} do not fit {architecture} ({'; '.join(problems)}).{hint}")
+    return problems, converted
+
+
+def apply_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], strict: bool = True,
+                     what: str = "the weights") -> None:
+    """``load_state_dict`` with errors a user can act on: missing, unexpected, mis-shaped and mistyped keys are
+    named."""
+    state_dict = clean_state_dict(state_dict)
+    own = model.state_dict()
+    problems, converted = check_fits(own, state_dict, model.config.architecture, strict, what)
     if problems:
         log.warning("loading %s with strict=False: %s", what, "; ".join(problems))
+    if converted:
+        log.warning("%s are stored as %s and converted on loading: %s.", what,
+                    ", ".join(sorted({c.split(' ->')[0] for c in converted})), "; ".join(converted))
     model.load_state_dict({k: v for k, v in state_dict.items() if k in own}, strict=False)
+
+
+def build_fitting(config: ModelConfig, state_dict: Mapping[str, torch.Tensor], strict: bool = True,
+                  what: str = "the weights") -> nn.Module:
+    """``build(config)`` with ``state_dict`` loaded. The config's sizes (num_classes, widths) are compared with
+    the weights' shapes on the meta device first, where building costs no memory: a config.json that says
+    ``num_classes: 1000000000`` is refused in a moment instead of allocating terabytes for the classifier."""
+    with torch.device("meta"):
+        skeleton = build(config)
+    check_fits(skeleton.state_dict(), clean_state_dict(state_dict), config.architecture, strict, what)
+    model = build(config)
+    apply_state_dict(model, state_dict, strict=strict, what=what)
+    return model
 
 
 def build_model(cfg: Mapping, state_dict: Mapping[str, torch.Tensor], num_classes: int | None = None,
                 strict: bool = True, what: str = "the weights") -> nn.Module:
     """Rebuild the model of a config.json, load its weights, and reset the head for a new ``num_classes``."""
-    model = build(ModelConfig.from_dict(cfg))
-    apply_state_dict(model, state_dict, strict=strict, what=what)
+    model = build_fitting(ModelConfig.from_dict(cfg), state_dict, strict=strict, what=what)
     if num_classes is not None and int(num_classes) != model.num_classes:
         log.warning("%s were trained for %d classes; the classifier (%s) is reset to %d classes and needs training.",
                     what, model.num_classes, model.classifier_name, num_classes)

@@ -10,6 +10,7 @@ Only safetensors and JSON are ever downloaded; nothing downloaded is unpickled.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from attnzoo.errors import AttnzooError
@@ -54,6 +55,45 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+_COMMIT_SHA = re.compile(r"[0-9a-f]{40}")
+_UNSAFE = re.compile(r"[\x00-\x20\x7f\\]")  # control characters, spaces, backslashes
+
+
+def _path_like_problem(value: str) -> str | None:
+    """Why ``value`` (a file name in a repo, or a revision) could step out of the folder it is joined to."""
+    if not value:
+        return "it is empty"
+    if _UNSAFE.search(value):
+        return "it holds a space, a control character or a backslash"
+    if value.startswith("/"):
+        return "it starts with '/'"
+    if any(part in ("", ".", "..") for part in value.split("/")):
+        return "it has an empty, '.' or '..' path segment"
+    return None
+
+
+def check_names(repo_id: str, filename: str | None = None, revision: str | None = None) -> None:
+    """Refuse, before any request, a repo id, file name or revision that huggingface_hub would refuse with a
+    traceback, or that names a path outside the Hub cache (``../etc``, ``src/..``, ``a/../../b``)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+            raise HFValidationError("it is not ORG/NAME")
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise AttnzooError(f"Hub repo id {repo_id!r} is refused. Accepted: "
+                           "ORG/NAME, each part of letters, digits, '-', '_' and '.', not starting or ending with '-' "
+                           "or '.', without '--' or '..', at most 96 characters.") from None
+    if filename is not None and (why := _path_like_problem(filename)):
+        raise AttnzooError(f"file name {filename!r} in Hub repo {repo_id!r} is refused: {why}. Accepted: a path "
+                           "inside the repo, such as config.json or weights/model.safetensors.")
+    if revision is not None and (why := _path_like_problem(revision)):
+        raise AttnzooError(f"revision {revision!r} of Hub repo {repo_id!r} is refused: {why}. Accepted: a branch, "
+                           "a tag or a commit sha, such as main, v1.0 or 40 hexadecimal digits.")
+
+
 def parse_hub_source(source: str, revision: str | None = None) -> tuple[str, str | None]:
     """``hf-hub:org/name[@revision]`` -> (repo_id, revision); a ``revision`` argument must agree."""
     body = source[len("hf-hub:"):].strip()
@@ -63,6 +103,7 @@ def parse_hub_source(source: str, revision: str | None = None) -> tuple[str, str
     rev = rev or None
     if rev and revision and rev != revision:
         raise AttnzooError(f"{source!r} pins revision {rev!r} but revision={revision!r} was also given; give one.")
+    check_names(repo_id, revision=rev or revision)
     return repo_id, rev or revision
 
 
@@ -128,10 +169,11 @@ def download(repo_id: str, filename: str, revision: str | None = None) -> Path:
     from huggingface_hub import errors as hf_errors
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
+    check_names(repo_id, filename, revision)
     common = {"repo_id": repo_id, "filename": filename, "revision": revision, "cache_dir": cache_dir()}
     if offline():
         try:
-            return Path(hf_hub_download(**common, local_files_only=True))
+            return _in_snapshot(Path(hf_hub_download(**common, local_files_only=True)), repo_id, filename)
         except (hf_errors.LocalEntryNotFoundError, FileNotFoundError):
             raise _no_network(repo_id, filename, revision, "HF_HUB_OFFLINE=1 is set") from None
     cached = try_to_load_from_cache(**common)
@@ -139,7 +181,7 @@ def download(repo_id: str, filename: str, revision: str | None = None) -> Path:
         # Nothing cached: huggingface_hub would retry a dead network for ~23 s; probe once instead.
         _probe(repo_id, filename, revision)
     try:
-        return Path(hf_hub_download(**common, endpoint=endpoint()))
+        path = Path(hf_hub_download(**common, endpoint=endpoint()))
     except _network_errors() as err:
         raise _no_network(repo_id, filename, revision, f"{endpoint()} cannot be reached ({err})") from None
     except Exception as err:  # noqa: BLE001
@@ -147,8 +189,27 @@ def download(repo_id: str, filename: str, revision: str | None = None) -> Path:
         if translated is None:
             if isinstance(err, hf_errors.LocalEntryNotFoundError):
                 raise _no_network(repo_id, filename, revision, f"{endpoint()} cannot be reached") from None
+            if isinstance(err, ValueError):  # names were checked: what it refused is what the server answered
+                raise AttnzooError(f"huggingface_hub refused what {endpoint()} answered for {filename!r} of "
+                                   f"{_where(repo_id, revision)!r}: {str(err).splitlines()[0]}") from None
             raise
         raise translated from None
+    return _in_snapshot(path, repo_id, filename)
+
+
+def _in_snapshot(path: Path, repo_id: str, filename: str) -> Path:
+    """``path`` when it sits in the cache as ``snapshots/<40-hex commit sha>/<filename>``; a mirror that answered
+    another commit id (a path such as ``a/b``) has its file evicted and refused."""
+    depth = len(Path(filename).parts)
+    parts = path.parts
+    start = len(parts) - 1 - parts[::-1].index("snapshots") if "snapshots" in parts else len(parts)
+    commit = "/".join(parts[start + 1:len(parts) - depth])
+    if not _COMMIT_SHA.fullmatch(commit) or parts[len(parts) - depth:] != Path(filename).parts:
+        evict(path)
+        raise AttnzooError(f"the Hub at {endpoint()} answered commit id {commit!r} for {filename!r} of {repo_id!r}, "
+                           "which is not a commit sha (40 hexadecimal digits): refused, and the file removed from "
+                           "the cache.")
+    return path
 
 
 def commit_of(cached_path: Path) -> str | None:
@@ -178,6 +239,9 @@ def upload_files(files: dict[str, Path | bytes], repo_id: str, revision: str | N
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub import errors as hf_errors
 
+    check_names(repo_id, revision=revision)
+    for name in files:
+        check_names(repo_id, filename=name)
     api = HfApi(endpoint=endpoint())
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=content if isinstance(content, bytes)
                                      else str(content)) for name, content in files.items()]

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from attnzoo.errors import AttnzooError
-from attnzoo.registry import ModelConfig, build
-from attnzoo.weights.format import apply_state_dict, clean_state_dict
+from attnzoo.registry import ModelConfig
+from attnzoo.weights.format import build_fitting, clean_state_dict
 from attnzoo.weights.pickles import load_pickle
 
 NET_PREFIX = "model."
@@ -101,8 +101,7 @@ def model_from_lightning_checkpoint(path: str | Path, use_ema: bool | None = Non
         notes.append("weights: the averaged (EMA) weights saved by Lightning's WeightAveraging callback")
     elif weights == "ema":
         notes.append("weights: the EMA copy kept by the training module")
-    model = build(config)
-    apply_state_dict(model, state, strict=True, what=f"the weights in {str(path)!r}")
+    model = build_fitting(config, state, strict=True, what=f"the weights in {str(path)!r}")
     if meta.get("ema") and weights != "ema" and use_ema is not False:
         raise AttnzooError(f"{str(path)!r} says it kept EMA weights, but its state_dict has no ema.module.* entries.")
     return ExportedModel(model.eval(), _metrics(checkpoint), _train_config(hparams), weights, notes)

@@ -40,9 +40,11 @@ class Published:
     config: dict  # the config.json that was pushed
 
 
-def check_repo_id(repo_id: str) -> None:
+def check_repo_id(repo_id: str, revision: str | None = None) -> None:
+    """--repo and --revision as the Hub accepts them, before any export or request."""
     if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise AttnzooError(f"--repo must be ORG/NAME, got {repo_id!r}.")
+    hub.check_names(repo_id, revision=revision)
 
 
 def verify_directory(directory: str | Path) -> tuple[dict, bytes]:
@@ -71,7 +73,7 @@ def push(directory: str | Path, repo_id: str, name: str | None = None, revision:
     rendered from config.json for this repo, with ``license`` and ``datasets`` (default: the data set the
     weights were evaluated on); a README.md in the directory is not uploaded.
     """
-    check_repo_id(repo_id)
+    check_repo_id(repo_id, revision)
     if name is not None and not (isinstance(name, str) and _NAME.match(name)):
         raise AttnzooError(f"--name must be a registry name or NAME.TAG (letters, digits, _ . -), got {name!r}.")
     directory = Path(directory)
