@@ -18,6 +18,7 @@ from attnzoo.errors import AttnzooError, unknown
 from attnzoo.registry import MODELS, get_spec
 from attnzoo.weights import hub
 from attnzoo.weights.card import render_card
+from attnzoo.weights.convert import release_of
 from attnzoo.weights.format import (
     CARD_NAME,
     CONFIG_NAME,
@@ -129,11 +130,20 @@ def _from_hub(repo_id: str, revision: str | None, record: WeightRecord | None = 
 def _no_weights_yet(name: str, records: dict[str, WeightRecord]) -> AttnzooError:
     canonical = get_spec(name).name
     published = ", ".join(sorted(records)) or "none yet"
-    return AttnzooError(
-        f"no published weights for {canonical!r} in the zoo's index (published: {published}). To produce them: "
-        f"train with `attnzoo fit --config configs/{canonical}.yaml` (or your own config), then "
-        f"`attnzoo push CKPT --repo ORG/NAME` and load with attnzoo.load('hf-hub:ORG/NAME'); or start from plain "
-        f"ImageNet weights with attnzoo.create_model({canonical!r}, backbone_weights=...).")
+    train = (f"train with `attnzoo fit --config configs/X.yaml --model.model {canonical}`, then "
+             f"`attnzoo push CKPT --repo ORG/NAME` and load with attnzoo.load('hf-hub:ORG/NAME')")
+    released = release_of(canonical)
+    if released is None:
+        how = (f"To produce them: {train}; or start from plain ImageNet weights with "
+               f"attnzoo.create_model({canonical!r}, backbone_weights=...).")
+    else:
+        # An official release is minutes away (one download, one command); training is days: say it first.
+        release, file = released
+        head = "" if release.has_classifier else " (a detection backbone: its classifier must be trained)"
+        how = (f"The official release converts in one step{head}: download {file} ({release.code}), then "
+               f"`attnzoo convert --from {release.name} {file} --model {canonical} --out DIR` and "
+               f"attnzoo.load('DIR') (docs/weights.md). Or {train}.")
+    return AttnzooError(f"no published weights for {canonical!r} in the zoo's index (published: {published}). {how}")
 
 
 def resolve(source: str, revision: str | None = None) -> ResolvedWeights:
