@@ -328,6 +328,13 @@ def _option_error(err: BaseException, command: str) -> AttnzooError:
     ones ("Did you mean: --trainer.max_epochs?"). argparse's abbreviations are off: a prefix such as
     --trainer.max_epoch is a mistake to point out, not a shorthand to guess at."""
     text = " ".join(str(err).split())
+    required = re.match(r"the following arguments are required: (.*)", text)
+    if required:
+        # Nothing given at all is the usual case (`attnzoo fit`): what is missing is a recipe, not a key.
+        missing = ", ".join("--" + name.split(".", 1)[-1] for name in required[1].split(", "))
+        return AttnzooError(f"attnzoo {command} needs a recipe: --config FILE (one of configs/*.yaml, e.g. "
+                            f"--config configs/quickstart.yaml), or the missing options themselves: {missing} "
+                            f"(see: attnzoo {command} --help)")
     unrecognized = re.search(r"unrecognized arguments: --(trainer|model|data)\.(\w+)", text)
     # A data module option jsonargparse reports inside its union of data module classes, several lines deep.
     not_accepted = re.search(r"Problem with given class_path '([\w.]+)': Option '(\w+)' is not accepted", text)
