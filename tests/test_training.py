@@ -340,3 +340,29 @@ def test_a_mid_epoch_resume_says_it_is_exact_once_and_predict_ignores_the_saved_
         tiny_trainer(tmp_path, callbacks=[RandomState()], limit_predict_batches=1).predict(
             classifier(), tiny_data(), ckpt_path=tmp_path / "ddp.ckpt")
     assert not [w for w in caught if "random states" in str(w.message)]
+
+
+def test_training_from_python_shows_no_advertisements(tmp_path):
+    # Lightning's "💡 Tip: try installing litlogger/litmodels" lines, hidden by the CLI, are hidden from a Python
+    # user of attnzoo.training too (the filter is installed by importing it, as this module does).
+    import logging
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    collect = Collect()
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    logger.addHandler(collect)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        tiny_trainer(tmp_path)
+    finally:
+        logger.removeHandler(collect)
+        logger.setLevel(level)
+    assert collect.lines and not [line for line in collect.lines if "Tip:" in line], collect.lines

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import logging
 import os
 import re
 import signal
@@ -280,18 +279,6 @@ def make_cli(args: list[str] | None, run: bool = True) -> AttnzooCLI:
     )
 
 
-class _NoAdvertisements(logging.Filter):
-    """Drops Lightning's "💡 Tip: try installing litlogger / litmodels" lines: advertisements for a hosted
-    service, printed on every run, that say nothing about the run. Only in the CLI; importing attnzoo leaves
-    Lightning's logging alone."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip:")
-
-
-_NO_ADVERTISEMENTS = _NoAdvertisements()
-
-
 def run_lightning_cli(argv: list[str]) -> AttnzooCLI:
     """Run a Lightning subcommand (fit, validate, test, predict) with ``argv`` (without the program name).
 
@@ -300,7 +287,6 @@ def run_lightning_cli(argv: list[str]) -> AttnzooCLI:
     by then.
     """
     check_config_files(argv)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NO_ADVERTISEMENTS)  # idempotent
     # Lightning's own use of a torch API that torch has deprecated: nothing the user can act on.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
     # Parsing sys.argv itself (rather than a copy) keeps Lightning quiet; DDP re-launches sys.argv either way.
