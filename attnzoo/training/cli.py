@@ -44,6 +44,7 @@ from attnzoo.training.callbacks import PredictionWriter
 from attnzoo.training.checkpointing import AtomicCheckpointIO, LastCheckpoint, RandomState, read_checkpoint
 from attnzoo.training.legacy import upgrade_checkpoint
 from attnzoo.training.module import ImageClassifier
+from attnzoo.training.preflight import preflight
 
 # Import the concrete data modules so `class_path: ShapesDataModule` resolves by its short name too.
 import attnzoo.data.modules  # noqa: E402,F401  isort: skip
@@ -162,6 +163,7 @@ class AttnzooCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self._subconfig()
         subcommand = self.config.get("subcommand")
+        preflight(subcommand, config)  # everything that does not fit this machine, in one message
         check_devices(config.trainer)
         model_args = config.model.model_args or {}
         has_weights = bool(config.get("ckpt_path")) or bool(model_args.get("backbone_weights"))
