@@ -263,11 +263,14 @@ def test_sources_without_weights_get_a_clear_error(source, message):
 def test_every_release_file_names_a_model_its_converter_builds():
     from attnzoo.registry import get_spec
     from attnzoo.weights.convert import RELEASES
+    from attnzoo.weights.releases import BACKBONE_ONLY, OFFICIAL_FILES
 
-    for release in RELEASES.values():
-        for model_name in release.files:
+    assert set(OFFICIAL_FILES) == set(RELEASES)
+    assert {name for name, release in RELEASES.items() if not release.has_classifier} == set(BACKBONE_ONLY)
+    for release, files in OFFICIAL_FILES.items():
+        for model_name in files:
             assert get_spec(model_name).name == model_name
-            assert get_spec(model_name).attention == release.attention, (release.name, model_name)
+            assert get_spec(model_name).attention == RELEASES[release].attention, (release, model_name)
 
 
 def test_pickles_are_not_loaded_by_load(tmp_path):

@@ -18,7 +18,7 @@ from attnzoo.errors import AttnzooError, unknown
 from attnzoo.registry import MODELS, get_spec
 from attnzoo.weights import hub
 from attnzoo.weights.card import render_card
-from attnzoo.weights.convert import release_of
+from attnzoo.weights.releases import BACKBONE_ONLY, release_of
 from attnzoo.weights.format import (
     CARD_NAME,
     CONFIG_NAME,
@@ -139,10 +139,10 @@ def _no_weights_yet(name: str, records: dict[str, WeightRecord]) -> AttnzooError
     else:
         # An official release is minutes away (one download, one command); training is days: say it first.
         release, file = released
-        head = "" if release.has_classifier else " (a detection backbone: its classifier must be trained)"
-        how = (f"The official release converts in one step{head}: download {file} ({release.code}), then "
-               f"`attnzoo convert --from {release.name} {file} --model {canonical} --out DIR` and "
-               f"attnzoo.load('DIR') (docs/weights.md). Or {train}.")
+        head = " (a detection backbone: its classifier must be trained)" if release in BACKBONE_ONLY else ""
+        how = (f"The official release converts in one step{head}: download {file} (docs/weights.md links it), "
+               f"then `attnzoo convert --from {release} {file} --model {canonical} --out DIR` and "
+               f"attnzoo.load('DIR'). Or {train}.")
     return AttnzooError(f"no published weights for {canonical!r} in the zoo's index (published: {published}). {how}")
 
 

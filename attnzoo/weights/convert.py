@@ -75,9 +75,6 @@ class Release:
     keep: str | None = None  # only keys with this prefix are the network (a detector's "backbone.")
     has_classifier: bool = True
     options_from_weights: OptionsReader | None = None
-    # registry name -> the file the release publishes for it (as named in the release's README), so that a
-    # user asking for weights the zoo has not published yet is pointed at the one-step `attnzoo convert`.
-    files: dict[str, str] = field(default_factory=dict)
 
     def rename(self, key: str) -> str:
         for pattern, replacement in self.rules:
@@ -101,26 +98,19 @@ FRESH_HEAD_NOTE = (
 RELEASES: dict[str, Release] = {
     "torchvision": Release(
         "torchvision", None, "torchvision ImageNet weights (resnet18..152, mobilenet_v2)",
-        "https://github.com/pytorch/vision", [],
-        files={"r18": "resnet18-f37072fd.pth", "r34": "resnet34-b627a593.pth", "r50": "resnet50-0676ba61.pth",
-               "r101": "resnet101-63fe2227.pth", "r152": "resnet152-394f9c45.pth",
-               "mobilenetv2": "mobilenet_v2-b0353104.pth"}),
+        "https://github.com/pytorch/vision", []),
     "ecanet": Release(
         "ecanet", "eca", "official ECA-Net release (BangguWu/ECANet)", "https://github.com/BangguWu/ECANet",
         _rules((r"(layer\d+\.\d+)\.eca\.conv\.weight", r"\1.attn.conv.weight"),
                (r"(features\.\d+)\.conv\.\d+\.conv\.weight", r"\1.attn.conv.weight")),
-        options_from_weights=lambda mapped, spec, source: _eca_options(mapped, spec, source),
-        files={"eca_r18": "eca_resnet18_k3577.pth.tar", "eca_r34": "eca_resnet34_k3357.pth.tar",
-               "eca_r50": "eca_resnet50_k3557.pth.tar", "eca_r101": "eca_resnet101_k3357.pth.tar",
-               "eca_r152": "eca_resnet152_k3357.pth.tar", "eca_mobilenetv2": "eca_mobilenetv2_k13.pth.tar"}),
+        options_from_weights=lambda mapped, spec, source: _eca_options(mapped, spec, source)),
     "cbam": Release(
         "cbam", "cbam", "official CBAM release (Jongchan/attention-module)",
         "https://github.com/Jongchan/attention-module",
         _rules((r"(layer\d+\.\d+)\.cbam\.ChannelGate\.mlp\.1\.(weight|bias)", r"\1.attn.channel_mlp.0.\2"),
                (r"(layer\d+\.\d+)\.cbam\.ChannelGate\.mlp\.3\.(weight|bias)", r"\1.attn.channel_mlp.2.\2"),
                (r"(layer\d+\.\d+)\.cbam\.SpatialGate\.spatial\.conv\.weight", r"\1.attn.spatial_conv.weight"),
-               (r"(layer\d+\.\d+)\.cbam\.SpatialGate\.spatial\.bn\.(\w+)", r"\1.attn.spatial_bn.\2")),
-        files={"cbam_r50": "RESNET50_CBAM_new_name_wrap.pth"}),
+               (r"(layer\d+\.\d+)\.cbam\.SpatialGate\.spatial\.bn\.(\w+)", r"\1.attn.spatial_bn.\2"))),
     "gct": Release(
         "gct", "gct", "official GCT PyTorch release (z-x-yang/GCT)", "https://github.com/z-x-yang/GCT",
         _rules((r"stem\.conv1\.0\.(alpha|gamma|beta)", r"conv1.gate.\1"),
@@ -131,29 +121,20 @@ RELEASES: dict[str, Release] = {
                (r"(layer\d+\.\d+)\.downsample\.0\.(alpha|gamma|beta)", r"\1.downsample.0.gate.\2"),
                (r"(layer\d+\.\d+)\.downsample\.1\.weight", r"\1.downsample.0.weight"),
                (r"(layer\d+\.\d+)\.downsample\.2\.(\w+)", r"\1.downsample.1.\2")),
-        model_args={"stride_in_1x1": True}, note=GCT_STRIDE_NOTE, files={"gct_r50": "gct_resnet50.pth.tar"}),
+        model_args={"stride_in_1x1": True}, note=GCT_STRIDE_NOTE),
     "senet": Release(
         "senet", "se", "SE-ResNet PyTorch port (moskomule/senet.pytorch)", "https://github.com/moskomule/senet.pytorch",
         _rules((r"(layer\d+\.\d+)\.se\.fc\.0\.(weight|bias)", r"\1.attn.fc1.\2"),
                (r"(layer\d+\.\d+)\.se\.fc\.2\.(weight|bias)", r"\1.attn.fc2.\2")),
-        options_from_weights=lambda mapped, spec, source: _se_options(mapped, source),
-        files={"se_r50": "seresnet50-60a8950a85b2b.pkl"}),
+        options_from_weights=lambda mapped, spec, source: _se_options(mapped, source)),
     "gcnet": Release(
         "gcnet", "gc", "GCNet detection backbone (xvjiarui/GCNet, mmdetection)", "https://github.com/xvjiarui/GCNet",
         _rules((r"backbone\.(layer\d+\.\d+)\.context_block\.(.+)", r"\1.attn.\2"),
                (r"backbone\.(.+)", r"\1")),
         keep="backbone.", has_classifier=False,
-        options_from_weights=lambda mapped, spec, source: _gc_options(mapped, spec, source),
-        files={"gc_r50": "mask_rcnn_r16_gcb_c3-c5_r50_fpn_2x.pth"}),
+        options_from_weights=lambda mapped, spec, source: _gc_options(mapped, spec, source)),
 }
 
-
-def release_of(model_name: str) -> tuple[Release, str] | None:
-    """The official release (and its file) that ``attnzoo convert`` turns into weights for a registry name."""
-    for release in RELEASES.values():
-        if model_name in release.files:
-            return release, release.files[model_name]
-    return None
 
 
 def _fit(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
