@@ -12,6 +12,7 @@ naming the path and the cause, exit code 1.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
 import re
@@ -70,7 +71,6 @@ def _load(target: str):
 def _apply_aliases(argv: list[str], aliases: dict[str, str]) -> list[str]:
     """Rewrite flags a command declares in ``cli_aliases``.
 
-    ``{"--from": "--source"}`` renames a flag a Python parameter cannot spell (``--from x``, ``--from=x``);
     ``{"--private": "--private=true"}`` makes a bare boolean flag a switch (``--private false`` still works).
     """
     out = []
@@ -85,6 +85,29 @@ def _apply_aliases(argv: list[str], aliases: dict[str, str]) -> list[str]:
         else:
             out.append(aliases[flag])
     return out
+
+
+def _parser_class(renames: dict[str, str], optional_positional: str | None):
+    """jsonargparse's parser, with what a Python signature cannot say about the command line, so that ``--help``,
+    parsing and error messages agree: an option a parameter cannot spell under its real flag
+    (``{"--source": "--from"}``), and an optional parameter taken as a bare word (``attnzoo list 'eca_*'``;
+    jsonargparse makes only required parameters positional)."""
+    from jsonargparse import ArgumentParser
+
+    if not renames and optional_positional is None:
+        return ArgumentParser
+
+    class CommandParser(ArgumentParser):
+        def add_argument(self, *args, **kwargs):
+            if args and args[0] == f"--{optional_positional}":
+                kwargs.pop("required", None)
+                args, kwargs["nargs"] = (optional_positional,), "?"
+            elif args and args[0] in renames:
+                kwargs.setdefault("dest", args[0][2:])
+                args = (renames[args[0]], *args[1:])
+            return super().add_argument(*args, **kwargs)
+
+    return CommandParser
 
 
 def _collect_lists(argv: list[str], flags) -> list[str]:
@@ -110,30 +133,37 @@ def _collect_lists(argv: list[str], flags) -> list[str]:
 
 
 def _run_extra(command: str, argv: list[str]) -> None:
-    import inspect
-
-    from jsonargparse import ArgumentError, auto_cli
+    from jsonargparse import ArgumentError, auto_cli, auto_parser
 
     func = _load(EXTRA_COMMANDS[command])
-    argv = _collect_lists(_apply_aliases(argv, getattr(func, "cli_aliases", {})), getattr(func, "cli_lists", ()))
-    params = list(inspect.signature(func).parameters.values())
-    # `attnzoo list eca_*`: a bare first word fills the first parameter even when it is optional
-    # (jsonargparse makes only required parameters positional).
-    if argv and not argv[0].startswith("-") and params and params[0].default is not inspect.Parameter.empty:
-        argv = [f"--{params[0].name}", *argv]
-    options = {"as_positional": True, "parser_mode": "yaml", "exit_on_error": False, "allow_abbrev": False}
+    aliases = getattr(func, "cli_aliases", {})
+    # An alias without a value ("--from": "--source") is a rename, done in the parser so that --help shows it;
+    # one with a value ("--private": "--private=true") makes a switch, done on the arguments.
+    renames = {target: alias for alias, target in aliases.items() if "=" not in target}
+    switches = {alias: target for alias, target in aliases.items() if "=" in target}
+    argv = _collect_lists(_apply_aliases(argv, switches), getattr(func, "cli_lists", ()))
+    # The docstring's whole first paragraph: jsonargparse would take its first line only, mid-sentence.
+    summary = " ".join(inspect.getdoc(func).split("\n\n")[0].split())
+    options = {"as_positional": True, "parser_mode": "yaml", "exit_on_error": False, "allow_abbrev": False,
+               "parser_class": _parser_class(renames, getattr(func, "cli_optional_positional", None)),
+               "description": summary}
     try:
         auto_cli(func, args=argv, **options)
     except ArgumentError as err:
+        actions = auto_parser(func, **options)._actions
+        text = " ".join(str(err).split())
+        required = re.match(r"the following arguments are required: (.*)", text)
+        if required:
+            # argparse names an option by its parameter (``source``); the user types its flag (``--from``).
+            flag_of = {a.dest: a.option_strings[0] for a in actions if a.option_strings}
+            missing = ", ".join(flag_of.get(name, name.upper()) for name in required[1].split(", "))
+            raise AttnzooError(f"attnzoo {command} needs {missing} (see: attnzoo {command} --help)") from None
         unrecognized = re.search(r"unrecognized arguments: (--[\w.]+)", str(err))
         if unrecognized is None:
             raise usage_error(err, command) from None
-        from jsonargparse import auto_parser
-
-        flags = [flag[2:] for action in auto_parser(func, **options)._actions for flag in action.option_strings
+        flags = [flag[2:] for action in actions for flag in action.option_strings
                  if flag.startswith("--") and not flag.endswith("+")]
         hint = suggest(unrecognized[1][2:], flags, cutoff=0.7, prefix="--")
-        text = " ".join(str(err).split())
         raise AttnzooError(f"{text}{'.' + hint if hint else ''} (see: attnzoo {command} --help)") from None
 
 

@@ -93,4 +93,5 @@ def info_command(
     print(f"  note: {info['flops_note']}")
 
 
+list_command.cli_optional_positional = "pattern"  # `attnzoo list 'eca_*'`
 info_command.cli_lists = ("--input_size",)  # `attnzoo info r50 --input_size 3 160 160`

@@ -257,6 +257,12 @@ class ModelConfig:
         bad = sorted(set(args) - set(accepted))
         if bad:
             hint = " (num_classes is given on its own)" if "num_classes" in bad else ""
+            # timm's pretrained=True and torchvision's weights=...: say where weights go in attnzoo.
+            habits = [name for name in ("pretrained", "weights") if name in bad]
+            if habits:
+                hint += (f" ({' and '.join(habits)}: plain ImageNet weights for the backbone go in "
+                         f"create_model({spec.name!r}, backbone_weights=FILE_OR_HUB_ID), e.g. torchvision's "
+                         f"file; whole published weights load with attnzoo.load(SOURCE))")
             attention = args.get("attention", spec.attention)
             if isinstance(attention, str) and attention in attention_registry.list_attention():
                 module_options = set(inspect.signature(attention_registry.get(attention)).parameters) - {"channels"}

@@ -219,3 +219,22 @@ def test_recording_a_compiled_model_or_saying_why_not():
             late(x)
     with pytest.raises(AttnzooError, match="torch.compile.*before the model's first compiled call"):
         recording.records
+
+
+def test_picture_titles_stay_inside_their_panel_and_the_figure():
+    # A long file name or class name ran over the next panel and past the figure's left edge.
+    pytest.importorskip("matplotlib")
+    import numpy as np
+
+    from attnzoo.analysis.figures import image_figure
+
+    title = "0012_a_rather_long_image_file_name.png\npredicted: checkered_square 98% (true: checkered_square)"
+    figure = image_figure(torch.rand(3, 32, 32), title, [("layer1.0.attn\nspatial_gate 8x8", np.random.rand(32, 32))] * 3)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    for ax in figure.axes:
+        if ax.get_title():
+            title_box, panel = ax.title.get_window_extent(renderer), ax.get_window_extent(renderer)
+            assert title_box.x0 >= 0 and title_box.x1 <= figure.bbox.width, ax.get_title()
+            assert title_box.width <= panel.width * 1.05, ax.get_title()
+    assert "(true: checkered_square)" in figure.axes[0].get_title()

@@ -121,6 +121,35 @@ def make_tiny_imagenet(root: Path) -> Path:
     return root
 
 
+def test_an_imagenet_recipe_says_everything_that_does_not_fit_the_machine_at_once(tmp_path, monkeypatch, capsys):
+    # Before: first "no such device", then, fixed, "data directory does not exist" (not naming the option), then
+    # with --trainer.accelerator cpu: 8 processes x 8 workers in bf16 on this machine's cores, without a word.
+    import os
+
+    from attnzoo.errors import AttnzooError
+    from attnzoo.training.cli import make_cli
+
+    monkeypatch.setattr(sys, "argv", ["attnzoo"])
+    monkeypatch.chdir(tmp_path)
+    recipe = ["--config", str(REPO / "configs" / "se_r50.yaml")]
+    cores = len(os.sched_getaffinity(0))
+    with pytest.raises(AttnzooError) as err:
+        make_cli(recipe, run=False)
+    message = str(err.value)
+    assert "--data.init_args.data_dir 'data/imagenet' is not a folder here" in message
+    if not torch.cuda.is_available():
+        assert "--trainer.accelerator gpu: this machine has no GPU" in message
+    if cores < 8:
+        assert f"--trainer.devices 8 starts 8 training processes on {cores} CPU core(s)" in message
+    cli = make_cli([*recipe, "--trainer.accelerator", "cpu", "--model.model", "r18",
+                    "--data.init_args.data_dir", str(make_tiny_imagenet(tmp_path / "imagenet"))], run=False)
+    note = capsys.readouterr().err
+    assert cli.datamodule.num_workers == 8
+    assert "attnzoo: note: this run will be slow here:" in note and "--trainer.precision bf16-mixed on a CPU" in note
+    if cores < 8:
+        assert "64 data loader workers" in note
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
 def test_every_config_parses_and_instantiates(config, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["attnzoo"])  # parse only `args`

@@ -36,6 +36,11 @@ def test_list_with_a_pattern_and_info():
         (["export", "r18", "--fromat", "onnx"], "--fromat onnx. Did you mean: --format? (see: attnzoo export --help)"),
         (["bench", "--models", "r18", "--batch_size", "1"], "--batch_size 1. Did you mean: --batch_sizes? (see"),
         (["bench", "--models", "r18", "--batch_sizes", "x"], "--batch_sizes takes an integer, got 'x' (see"),
+        # A missing option is named by the flag the user types, not by its Python parameter (--from, not source).
+        (["convert", "x.pth", "--model", "r50"], "attnzoo convert needs --from, --out (see: attnzoo convert --help)"),
+        # Lightning's "required: fit.data" says what is missing inside; a user without a config needs --config.
+        (["fit"], "attnzoo fit needs a recipe: --config FILE (one of configs/*.yaml, e.g. --config "
+                  "configs/quickstart.yaml)"),
     ],
 )
 def test_mistakes_end_in_one_line(args, message):
@@ -90,3 +95,35 @@ def test_every_zoo_command_exists_and_help_imports_nothing_heavy():
             "    assert callable(func) and func.__doc__, target\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def _help(command: str) -> str:
+    import contextlib
+    import io
+
+    from attnzoo.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code in (0, None)
+    return " ".join(out.getvalue().split())
+
+
+@pytest.mark.parametrize("command", ["list", "info", "export", "push", "convert", "evaluate", "bench", "explain"])
+def test_each_command_help_says_what_the_command_is_and_what_its_docs_say(command):
+    import inspect
+
+    from attnzoo.cli import EXTRA_COMMANDS, _load
+
+    # The docstring's whole first paragraph, not its first line (export's stopped at "... model card), an").
+    summary = " ".join(inspect.getdoc(_load(EXTRA_COMMANDS[command])).split("\n\n")[0].split())
+    assert summary in _help(command)
+
+
+def test_help_names_options_as_they_are_typed():
+    convert = _help("convert")
+    assert "--from SOURCE" in convert and "--source" not in convert
+    listing = _help("list")
+    assert "[pattern]" in listing and "positional arguments: pattern" in listing
+    assert run("list", "--format", "json", "eca_r1*").returncode == 0  # the bare word after an option too

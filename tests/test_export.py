@@ -246,7 +246,9 @@ def test_metadata_round_trips_through_onnx_and_onnxruntime(labelled_export):
     proto = onnx.load(str(path))
     assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [19]
     dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
-    assert dims[1] == 3 and all(isinstance(d, str) and d for d in (dims[0], dims[2], dims[3]))
+    # Named for a reader (torch.export's own symbols would read s77, s53), the output's batch the input's.
+    assert dims == ["batch", 3, "height", "width"]
+    assert [d.dim_param or d.dim_value for d in proto.graph.output[0].type.tensor_type.shape.dim] == ["batch", 3]
     # The model rebuilt from the metadata computes what the file computes.
     rebuilt = attnzoo.create_model(meta["architecture"], num_classes=meta["num_classes"], **meta["model_args"])
     rebuilt.load_state_dict(model.state_dict())

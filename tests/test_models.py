@@ -196,6 +196,9 @@ def test_identity_attention_retrofit_gives_the_plain_outputs_exactly(plain_name,
         (lambda: attnzoo.create_model("se_r50", reduction=8),
          ["has no option 'reduction' (reduction is an option of its se attention: pass attention_kwargs={'reduction': 8})"]),
         (lambda: attnzoo.create_model("eca_r50", reduction=8), ["has no option 'reduction'. Accepted"]),
+        # timm's habit: pointed at backbone_weights (and at load for whole weights).
+        (lambda: attnzoo.create_model("eca_r18", pretrained=True),
+         ["has no option 'pretrained'", "create_model('eca_r18', backbone_weights=", "attnzoo.load("]),
     ],
 )
 def test_user_mistakes_get_one_clear_error(call, words):

@@ -304,3 +304,65 @@ def test_resuming_a_previous_versions_checkpoint_keeps_writing_its_last_ckpt(tmp
     trainer.fit(clf, tiny_data(), ckpt_path=folder / "last.ckpt")
     assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
     assert torch.load(folder / "last.ckpt", weights_only=True)["epoch"] == 1
+
+
+def test_a_mid_epoch_resume_says_it_is_exact_once_and_predict_ignores_the_saved_generators(tmp_path, caplog):
+    # Lightning warns that a loader without state_dict() makes a mid-epoch resume "unreliable"; attnzoo's data
+    # module carries the position itself, so the user reads one true line instead. Evaluating draws no random
+    # numbers: a checkpoint's generators, of any world size, are not restored nor warned about.
+    import logging
+    import warnings
+
+    from attnzoo.training.checkpointing import RandomState
+
+    def classifier():
+        return ImageClassifier("eca_mobilenetv2", num_classes=10, model_args={"width_mult": 0.25})
+
+    trainer = tiny_trainer(tmp_path, max_steps=2, limit_train_batches=None, callbacks=[RandomState()])
+    trainer.fit(classifier(), tiny_data())  # stops after 2 of the epoch's 4 batches
+    trainer.save_checkpoint(tmp_path / "mid.ckpt")
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, max_steps=3, limit_train_batches=None, callbacks=[RandomState()]).fit(
+            classifier(), tiny_data(), ckpt_path=tmp_path / "mid.ckpt")
+    assert not [w for w in caught if "not resumable" in str(w.message)]
+    said = [r.getMessage() for r in caplog.records if "resuming at" in r.getMessage()]
+    assert said == ["attnzoo: resuming at epoch 0, sample 16 of its order: the data order, optimizer, schedule and "
+                    "random generators continue exactly as in an uninterrupted run."]
+
+    checkpoint = torch.load(tmp_path / "mid.ckpt", weights_only=True)
+    for key, state in checkpoint["callbacks"].items():
+        if key.startswith("RandomState"):  # as a 2-process run saves them
+            state.update({k: torch.stack([v, v]) for k, v in state.items()}, world_size=2)
+    torch.save(checkpoint, tmp_path / "ddp.ckpt")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(tmp_path, callbacks=[RandomState()], limit_predict_batches=1).predict(
+            classifier(), tiny_data(), ckpt_path=tmp_path / "ddp.ckpt")
+    assert not [w for w in caught if "random states" in str(w.message)]
+
+
+def test_training_from_python_shows_no_advertisements(tmp_path):
+    # Lightning's "💡 Tip: try installing litlogger/litmodels" lines, hidden by the CLI, are hidden from a Python
+    # user of attnzoo.training too (the filter is installed by importing it, as this module does).
+    import logging
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    collect = Collect()
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    logger.addHandler(collect)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        tiny_trainer(tmp_path)
+    finally:
+        logger.removeHandler(collect)
+        logger.setLevel(level)
+    assert collect.lines and not [line for line in collect.lines if "Tip:" in line], collect.lines

@@ -245,8 +245,12 @@ def test_a_config_json_that_is_not_a_json_object_is_refused(small_weights, tmp_p
 
 
 @pytest.mark.parametrize("source, message", [
-    ("eca_mobilenetv2", r"no published weights for 'eca_mobilenetv2'.*attnzoo fit --config.*attnzoo push"),
-    ("resnet50", r"no published weights for 'r50'"),
+    # A model with an official release is pointed at the one-step conversion first, training second.
+    ("eca_mobilenetv2", r"no published weights for 'eca_mobilenetv2'.*download eca_mobilenetv2_k13.pth.tar.*"
+                        r"`attnzoo convert --from ecanet eca_mobilenetv2_k13.pth.tar --model eca_mobilenetv2 --out DIR`"
+                        r".*attnzoo fit --config.*attnzoo push"),
+    ("resnet50", r"no published weights for 'r50'.*attnzoo convert --from torchvision resnet50-0676ba61.pth"),
+    ("gam_r50", r"no published weights for 'gam_r50'.*attnzoo fit --config(?!.*convert)"),
     ("ecca_r50", r"unknown weights 'ecca_r50'. Did you mean: eca_r50"),
     ("someorg/somemodel", r"hf-hub:someorg/somemodel"),
     ("missing/dir/model.safetensors", r"no such file"),
@@ -254,6 +258,19 @@ def test_a_config_json_that_is_not_a_json_object_is_refused(small_weights, tmp_p
 def test_sources_without_weights_get_a_clear_error(source, message):
     with pytest.raises(AttnzooError, match=message):
         attnzoo.load(source)
+
+
+def test_every_release_file_names_a_model_its_converter_builds():
+    from attnzoo.registry import get_spec
+    from attnzoo.weights.convert import RELEASES
+    from attnzoo.weights.releases import BACKBONE_ONLY, OFFICIAL_FILES
+
+    assert set(OFFICIAL_FILES) == set(RELEASES)
+    assert {name for name, release in RELEASES.items() if not release.has_classifier} == set(BACKBONE_ONLY)
+    for release, files in OFFICIAL_FILES.items():
+        for model_name in files:
+            assert get_spec(model_name).name == model_name
+            assert get_spec(model_name).attention == RELEASES[release].attention, (release, model_name)
 
 
 def test_pickles_are_not_loaded_by_load(tmp_path):

@@ -55,6 +55,22 @@ def upsample(map2d: torch.Tensor, size: Sequence[int]) -> np.ndarray:
     return resized[0, 0].numpy()
 
 
+def _fit_title(text: str, width_inches: float, fontsize: float, max_lines: int = 3) -> str:
+    """A panel title wrapped to its panel's width (a long file name or class name would run over the next panel
+    and past the figure's edge), in at most the ``max_lines`` the fixed layout leaves room for."""
+    import textwrap
+
+    # DejaVu Sans averages about 0.6 em per character.
+    chars = max(8, int(width_inches * 72 / (0.6 * fontsize)))
+    first, *rest = text.split("\n")
+    if rest and len(first) > chars:  # a name (the image's file): its end tells files apart, keep that
+        first = "..." + first[-(chars - 3):]
+    lines = [first, *(part for line in rest for part in (textwrap.wrap(line, chars) or [""]))]
+    if len(lines) > max_lines:
+        lines = [*lines[:max_lines - 1], textwrap.shorten(" ".join(lines[max_lines - 1:]), chars, placeholder="...")]
+    return "\n".join(lines)
+
+
 def image_figure(image: torch.Tensor, title: str, panels: list[tuple[str, np.ndarray | None]], columns: int = 6):
     """The image, then each (title, map [H, W]) overlaid on it; a None map is an empty panel with its title.
 
@@ -85,7 +101,7 @@ def image_figure(image: torch.Tensor, title: str, panels: list[tuple[str, np.nda
             else:
                 ax.imshow(overlay, cmap="jet", alpha=0.5, extent=extent, vmin=lo, vmax=hi)
                 name = f"{name}\n[{lo:.3g}, {hi:.3g}]"
-        ax.set_title(name, fontsize=7 if index == 0 else 6)
+        ax.set_title(_fit_title(name, side, 7 if index == 0 else 6), fontsize=7 if index == 0 else 6)
     # Fixed margins (room for three title lines above each row): tight_layout would double the drawing time.
     title_room = 0.5 / (side + 0.5)
     figure.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=1 - title_room / rows, wspace=0.04,

@@ -18,10 +18,11 @@ a run resumed from a mid-epoch checkpoint sees exactly the batches it would have
 from __future__ import annotations
 
 import os
+import warnings
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from attnzoo.data.image_folder import ImageFiles, ImageFolder
@@ -139,6 +140,8 @@ class ClassificationDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: dict) -> None:
         """Called by Lightning before the training loader is built when a run resumes."""
         self._resume_state = state_dict.get("sampler")
+        if self._resume_state is not None:
+            say_resume_is_exact(self._resume_state)
         # Lightning may have built the training loader already (to count the steps of the schedule).
         if self._resume_state is not None and self._train_sampler is not None:
             self._train_sampler.resume(self._resume_state)
@@ -150,4 +153,18 @@ class ClassificationDataModule(L.LightningDataModule):
             if isinstance(dataset, ImageFolder) and (skipped := dataset.skipped()):
                 shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
                 rank_zero_warn(f"{len(skipped)} unreadable image(s) skipped in {dataset.root}: {shown}")
+
+
+# Lightning sees a loader without state_dict() and warns that a mid-epoch resume "can cause unreliable results";
+# the position lives in the data module's state instead (ResumableSampler), and the resume is exact.
+LIGHTNING_NOT_RESUMABLE = r"You're resuming from a checkpoint that ended before the epoch ended"
+
+
+def say_resume_is_exact(sampler_state: dict) -> None:
+    """Replace Lightning's warning about a mid-epoch resume by one line that says what is true."""
+    warnings.filterwarnings("ignore", message=LIGHTNING_NOT_RESUMABLE)
+    where = (f"epoch {sampler_state['epoch']}, sample {sampler_state['position']} of its order"
+             if sampler_state.get("position") else f"the start of epoch {sampler_state['epoch']}")
+    rank_zero_info(f"attnzoo: resuming at {where}: the data order, optimizer, schedule and random generators "
+                   "continue exactly as in an uninterrupted run.")
 

@@ -12,6 +12,8 @@ images at a time: 10,000 32x32 images take about three seconds on one core.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -164,3 +166,32 @@ class ShapesDataset(Dataset):
         if self.train and (rng.random() if rng is not None else torch.rand(()).item()) < 0.5:
             image = image.flip(-1)
         return image, int(self.labels[index])
+
+
+def write_image_folder(out: str | Path, per_class: int = 4, size: int = 32, seed: int = 1000) -> Path:
+    """Shapes as PNG files in ImageNet layout (``out/<class>/NNNN.png``), for what takes image files
+    (``attnzoo explain --images``, ``--data.predict_path``). The default seed is none of the quickstart's
+    training, validation or test seeds: images the model has not seen. Written into a temporary folder
+    beside ``out`` and renamed, so ``out`` is complete or absent; an existing ``out`` is refused."""
+    import shutil
+    import tempfile
+
+    from PIL import Image
+
+    out = Path(out)
+    if out.exists():
+        raise AttnzooError(f"{str(out)!r} exists; give a new folder.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    images, labels = generate(per_class * len(SHAPE_CLASSES), size, seed)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    try:
+        for number, (image, label) in enumerate(zip(images, labels.tolist())):
+            folder = tmp / SHAPE_CLASSES[label]
+            folder.mkdir(exist_ok=True)
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{number:04d}.png")
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+

@@ -140,8 +140,34 @@ def to_onnx(module: nn.Module, example: torch.Tensor, opset: int = DEFAULT_OPSET
     batch, height and width, input ``image`` and output ``logits``."""
     program = capture(module, example)
     with quiet_exporter():
-        return torch.onnx.export(program, (example,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
-                                 output_names=[OUTPUT_NAME], optimize=True, verbose=False)
+        onnx_program = torch.onnx.export(program, (example,), dynamo=True, opset_version=opset,
+                                         input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], optimize=True,
+                                         verbose=False)
+    name_dynamic_dims(onnx_program.model.graph)
+    return onnx_program
+
+
+def name_dynamic_dims(graph) -> None:
+    """torch.export numbers the input's symbols (``s77``, ``s53``): a consumer reads ``batch``, ``height`` and
+    ``width`` instead, in the input, the output and every intermediate shape derived from them."""
+    import re
+
+    import onnx_ir
+
+    axes = {0: "batch", 2: "height", 3: "width"}
+    image = graph.inputs[0]
+    renames = {str(dim.value): axes[axis] for axis, dim in enumerate(image.shape)
+               if axis in axes and isinstance(dim, onnx_ir.SymbolicDim) and dim.value}
+    if not renames:
+        return
+    symbol = re.compile(r"\b(" + "|".join(map(re.escape, renames)) + r")\b")
+    values = [*graph.inputs, *graph.outputs, *(value for node in graph.all_nodes() for value in node.outputs)]
+    for value in values:
+        if value.shape is None or not any(isinstance(d, onnx_ir.SymbolicDim) and d.value for d in value.shape):
+            continue
+        value.shape = onnx_ir.Shape([onnx_ir.SymbolicDim(symbol.sub(lambda m: renames[m[1]], d.value))
+                                     if isinstance(d, onnx_ir.SymbolicDim) and d.value else d
+                                     for d in value.shape])
 
 
 def export_onnx(source: str | Path | nn.Module, path: str | Path, *, opset: int = DEFAULT_OPSET,

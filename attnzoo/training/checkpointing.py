@@ -245,6 +245,8 @@ class RandomState(L.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         trainer = getattr(self, "_trainer", None)
+        if trainer is not None and trainer.state.fn != "fit":
+            return  # validate/test/predict draw no random numbers: the saved generators (of any world size) are moot
         world = trainer.world_size if trainer is not None else 1
         saved_world = int(state_dict.get("world_size", 1))
         if saved_world != world:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import logging
 import os
 import re
 import signal
@@ -46,6 +45,7 @@ from attnzoo.training.callbacks import PredictionWriter
 from attnzoo.training.checkpointing import AtomicCheckpointIO, LastCheckpoint, RandomState, read_checkpoint
 from attnzoo.training.legacy import upgrade_checkpoint
 from attnzoo.training.module import ImageClassifier
+from attnzoo.training.preflight import preflight
 
 # Import the concrete data modules so `class_path: ShapesDataModule` resolves by its short name too.
 import attnzoo.data.modules  # noqa: E402,F401  isort: skip
@@ -164,6 +164,7 @@ class AttnzooCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self._subconfig()
         subcommand = self.config.get("subcommand")
+        preflight(subcommand, config)  # everything that does not fit this machine, in one message
         check_devices(config.trainer)
         if subcommand == "fit":
             check_outputs(config)
@@ -295,18 +296,6 @@ def make_cli(args: list[str] | None, run: bool = True) -> AttnzooCLI:
     )
 
 
-class _NoAdvertisements(logging.Filter):
-    """Drops Lightning's "💡 Tip: try installing litlogger / litmodels" lines: advertisements for a hosted
-    service, printed on every run, that say nothing about the run. Only in the CLI; importing attnzoo leaves
-    Lightning's logging alone."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip:")
-
-
-_NO_ADVERTISEMENTS = _NoAdvertisements()
-
-
 def run_lightning_cli(argv: list[str]) -> AttnzooCLI:
     """Run a Lightning subcommand (fit, validate, test, predict) with ``argv`` (without the program name).
 
@@ -315,7 +304,6 @@ def run_lightning_cli(argv: list[str]) -> AttnzooCLI:
     by then.
     """
     check_config_files(argv)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NO_ADVERTISEMENTS)  # idempotent
     # Lightning's own use of a torch API that torch has deprecated: nothing the user can act on.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
     # Parsing sys.argv itself (rather than a copy) keeps Lightning quiet; DDP re-launches sys.argv either way.
@@ -343,6 +331,13 @@ def _option_error(err: BaseException, command: str) -> AttnzooError:
     ones ("Did you mean: --trainer.max_epochs?"). argparse's abbreviations are off: a prefix such as
     --trainer.max_epoch is a mistake to point out, not a shorthand to guess at."""
     text = " ".join(str(err).split())
+    required = re.match(r"the following arguments are required: (.*)", text)
+    if required:
+        # Nothing given at all is the usual case (`attnzoo fit`): what is missing is a recipe, not a key.
+        missing = ", ".join("--" + name.split(".", 1)[-1] for name in required[1].split(", "))
+        return AttnzooError(f"attnzoo {command} needs a recipe: --config FILE (one of configs/*.yaml, e.g. "
+                            f"--config configs/quickstart.yaml), or the missing options themselves: {missing} "
+                            f"(see: attnzoo {command} --help)")
     unrecognized = re.search(r"unrecognized arguments: --(trainer|model|data)\.(\w+)", text)
     # A data module option jsonargparse reports inside its union of data module classes, several lines deep.
     not_accepted = re.search(r"Problem with given class_path '([\w.]+)': Option '(\w+)' is not accepted", text)

@@ -17,6 +17,7 @@ from attnzoo.files import (cannot_write, check_writable, move_into, remove_stale
 from attnzoo.registry import MODELS, get_spec
 from attnzoo.weights import hub
 from attnzoo.weights.card import render_card
+from attnzoo.weights.releases import BACKBONE_ONLY, release_of
 from attnzoo.weights.format import (
     CARD_NAME,
     CONFIG_NAME,
@@ -126,11 +127,20 @@ def _from_hub(repo_id: str, revision: str | None, record: WeightRecord | None = 
 def _no_weights_yet(name: str, records: dict[str, WeightRecord]) -> AttnzooError:
     canonical = get_spec(name).name
     published = ", ".join(sorted(records)) or "none yet"
-    return AttnzooError(
-        f"no published weights for {canonical!r} in the zoo's index (published: {published}). To produce them: "
-        f"train with `attnzoo fit --config configs/{canonical}.yaml` (or your own config), then "
-        f"`attnzoo push CKPT --repo ORG/NAME` and load with attnzoo.load('hf-hub:ORG/NAME'); or start from plain "
-        f"ImageNet weights with attnzoo.create_model({canonical!r}, backbone_weights=...).")
+    train = (f"train with `attnzoo fit --config configs/X.yaml --model.model {canonical}`, then "
+             f"`attnzoo push CKPT --repo ORG/NAME` and load with attnzoo.load('hf-hub:ORG/NAME')")
+    released = release_of(canonical)
+    if released is None:
+        how = (f"To produce them: {train}; or start from plain ImageNet weights with "
+               f"attnzoo.create_model({canonical!r}, backbone_weights=...).")
+    else:
+        # An official release is minutes away (one download, one command); training is days: say it first.
+        release, file = released
+        head = " (a detection backbone: its classifier must be trained)" if release in BACKBONE_ONLY else ""
+        how = (f"The official release converts in one step{head}: download {file} (docs/weights.md links it), "
+               f"then `attnzoo convert --from {release} {file} --model {canonical} --out DIR` and "
+               f"attnzoo.load('DIR'). Or {train}.")
+    return AttnzooError(f"no published weights for {canonical!r} in the zoo's index (published: {published}). {how}")
 
 
 def resolve(source: str, revision: str | None = None) -> ResolvedWeights:

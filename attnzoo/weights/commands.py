@@ -157,7 +157,7 @@ def convert_command(file: str, *, source: str, model: str, out: str, overwrite: 
     Args:
         file: the official checkpoint (.pth / .pth.tar / .pkl / .safetensors); read with
             torch.load(weights_only=True).
-        source: which release (given as --from): torchvision, ecanet, cbam, gct, senet or gcnet.
+        source: which release: torchvision, ecanet, cbam, gct, senet or gcnet.
         model: the attnzoo model it becomes, e.g. eca_r50, cbam_r50, gct_r50, se_r50, gc_r50, r50.
         out: the directory to write.
         overwrite: replace the weights in a non-empty directory.
@@ -173,7 +173,7 @@ def convert_command(file: str, *, source: str, model: str, out: str, overwrite: 
     print(f"converted {file} ({RELEASES[source].description}) into {model} at {out_dir}")
 
 
-# `--from` cannot be a Python parameter name; the dispatcher maps it onto `--source`.
+# `--from` cannot be a Python parameter name; the dispatcher's parser names `source` --from.
 convert_command.cli_aliases = {"--from": "--source", "--overwrite": "--overwrite=true"}
 # Bare switches, as in `attnzoo push CKPT --repo ORG/NAME --private`.
 push_command.cli_aliases = {"--private": "--private=true"}

@@ -136,6 +136,7 @@ RELEASES: dict[str, Release] = {
 }
 
 
+
 def _fit(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
     """The value in the target's shape when they differ only by size-1 dims (nn.Linear vs 1x1 conv), else None."""
     if value.shape == target.shape:
