@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from attnzoo.detection.backbone import NORMS, FPNBackbone, fpn_backbone
+    from attnzoo.detection.data import CocoDataModule, ShapesDetectionDataModule
+    from attnzoo.detection.module import Detector
     from attnzoo.detection.retrofit import DETECTION_STAGES, add_attention, resnet_body
 
 _LAZY = {
@@ -27,6 +29,9 @@ _LAZY = {
     "add_attention": "attnzoo.detection.retrofit",
     "resnet_body": "attnzoo.detection.retrofit",
     "DETECTION_STAGES": "attnzoo.detection.retrofit",
+    "Detector": "attnzoo.detection.module",
+    "CocoDataModule": "attnzoo.detection.data",
+    "ShapesDetectionDataModule": "attnzoo.detection.data",
 }
 
 __all__ = sorted(_LAZY)
