@@ -147,6 +147,8 @@ class CocoAnnotations:
         self.objects: dict = {image["id"]: [] for image in self.images}
         for ann in data.get("annotations") or []:
             self.objects.setdefault(ann.get("image_id"), []).append(self._checked(ann, by_id))
+        annotations = [a for objects in self.objects.values() for a in objects]
+        self.has_masks = bool(annotations) and all("segmentation" in a for a in annotations)
 
     def _checked(self, ann: dict, images: dict) -> dict:
         where = f"annotation {ann.get('id')} of {str(self.file)!r}"
@@ -177,11 +179,20 @@ class CocoAnnotations:
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
         target = {"boxes": boxes, "labels": torch.tensor([int(a["category_id"]) for a in objects], dtype=torch.int64),
                   "image_id": int(image["id"])}
-        if objects and all("segmentation" in a for a in objects):
+        if self.has_masks:
             masks = [_polygons_mask(a["segmentation"], height, width) if isinstance(a["segmentation"], list)
                      else _rle_mask(a["segmentation"], height, width) for a in objects]
-            target["masks"] = torch.from_numpy(np.stack(masks))
+            target["masks"] = torch.from_numpy(np.stack(masks) if masks else np.zeros((0, height, width), np.uint8))
         return target
+
+    def drop_images_without_objects(self) -> None:
+        """Keep only the images with an object that is not a crowd (for training, as mmdetection and
+        torchvision's references do: an image with nothing to find teaches the detectors little)."""
+        self.images = [image for image in self.images
+                       if any(not a.get("iscrowd", 0) for a in self.objects[image["id"]])]
+        if not self.images:
+            raise AttnzooError(f"annotation file {str(self.file)!r} has no image with an object (crowd regions do not "
+                               "count): nothing to train on.")
 
 
 class CocoDetection(_Flipping):
@@ -250,6 +261,7 @@ class CocoDataModule(DetectionDataModule):
             ``test_annotations`` is given).
         test_annotations, test_images: the test split.
         num_classes: object classes (without background); ids above it are an error.
+        skip_empty_train: leave training images without any (non-crowd) object out.
         mean, std: normalisation, applied by the detector (ImageNet's by default).
         predict_samples: validation images shown by ``attnzoo predict`` without ``predict_path``.
     """
@@ -263,6 +275,7 @@ class CocoDataModule(DetectionDataModule):
         test_annotations: str | None = None,
         test_images: str | None = None,
         num_classes: int | None = None,
+        skip_empty_train: bool = True,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         predict_samples: int = 8,
@@ -276,6 +289,8 @@ class CocoDataModule(DetectionDataModule):
         # Read and checked now: a mistake is found before a model is built, let alone trained.
         self.splits = {"train": CocoAnnotations(train_annotations, train_images, num_classes)}
         num_classes = self.splits["train"].num_classes
+        if skip_empty_train:
+            self.splits["train"].drop_images_without_objects()
         self.splits["val"] = CocoAnnotations(val_annotations, val_images, num_classes)
         if test_annotations is not None:
             self.splits["test"] = CocoAnnotations(test_annotations, test_images or val_images, num_classes)

@@ -145,8 +145,9 @@ class WarmupStepLR(EpochSchedule):
 
 
 class WarmupMultiStepLR(EpochSchedule):
-    """``lr x gamma ** (number of milestones passed)``, after a linear warm-up of ``warmup_epochs`` from
-    ``warmup_start_factor x lr`` (detection's 1x: milestones 8 and 11 of 12 epochs, warm-up from 1/3)."""
+    """``lr x gamma ** (number of milestones passed)``, after a linear warm-up from ``warmup_start_factor x lr``
+    over ``warmup_epochs``, or over ``warmup_iters`` optimizer steps (the detection papers' unit: 1x warms up
+    over 500 iterations from 1/3, then divides by 10 at epochs 8 and 11 of 12)."""
 
     def __init__(
         self,
@@ -154,15 +155,26 @@ class WarmupMultiStepLR(EpochSchedule):
         milestones: list[int] = (8, 11),
         gamma: float = 0.1,
         warmup_epochs: float = 0.0,
+        warmup_iters: int | None = None,
         warmup_start_factor: float = 1 / 3,
         last_epoch: int = -1,
     ):
         milestones = sorted(milestones)
+        if warmup_iters is not None and (warmup_iters < 1 or warmup_epochs):
+            raise AttnzooError(f"WarmupMultiStepLR takes warmup_iters >= 1 or warmup_epochs, not both; got "
+                               f"{warmup_iters} and {warmup_epochs}.")
+        self.warmup_iters = warmup_iters
         if not milestones or milestones[0] < 1 or not 0 < gamma <= 1:
             raise AttnzooError(f"WarmupMultiStepLR needs milestones >= 1 and gamma in (0, 1]; got {list(milestones)} "
                                f"and {gamma}.")
         self.milestones, self.gamma = milestones, gamma
-        super().__init__(optimizer, warmup_epochs, warmup_start_factor, last_epoch)
+        # Unbound, one step is one epoch, so warmup_iters epochs are warmup_iters steps until bind() says more.
+        super().__init__(optimizer, warmup_iters or warmup_epochs, warmup_start_factor, last_epoch)
+
+    def bind(self, steps_per_epoch: int, max_epochs: int | None) -> None:
+        super().bind(steps_per_epoch, max_epochs)
+        if self.warmup_iters is not None:
+            self.warmup_epochs = self.warmup_iters / self.steps_per_epoch
 
     def warmup_factor(self, epoch: float) -> float:
         return self.warmup_start_factor + (1 - self.warmup_start_factor) * epoch / self.warmup_epochs
