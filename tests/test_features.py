@@ -310,16 +310,22 @@ def test_features_compile_with_no_graph_break_and_channels_last(name):
 
 
 @pytest.mark.slow
-def test_features_export_to_onnx_with_one_output_per_map(tmp_path):
+def test_features_export_to_onnx_with_one_output_per_map(tmp_path, capsys):
+    """`attnzoo export WEIGHTS --format onnx --features-only` (export_onnx(..., features_only=True)): one graph
+    output per map, each checked in onnxruntime against eager PyTorch."""
     pytest.importorskip("onnxruntime")
-    from attnzoo.export import export_onnx
+    from attnzoo.cli import main
     from attnzoo.export.api import onnxruntime_session
     from attnzoo.export.metadata import read_metadata
 
     classifier = attnzoo.create_model("gct_r18", num_classes=5)
-    result = export_onnx(classifier, tmp_path / "body.onnx", features_only=True, out_indices=(2, 3, 4))
-    assert len(result.checks) == 2 and result.max_relative_error < 1e-4  # onnxruntime vs eager, per map
-    session = onnxruntime_session(result.path)
+    attnzoo.save_pretrained(classifier, tmp_path / "weights")
+    path = tmp_path / "body.onnx"
+    main(["export", str(tmp_path / "weights"), "--format", "onnx", "--out", str(path), "--features-only",
+          "--out_indices", "[2,3,4]"])
+    out = capsys.readouterr().out
+    assert "wrote gct_r18 (3 feature maps at strides 8, 16, 32) as ONNX" in out and "onnxruntime matches" in out
+    session = onnxruntime_session(path)
     assert [o.name for o in session.get_outputs()] == ["stage2", "stage3", "stage4"]
     x = torch.randn(1, 3, 96, 64)
     got = session.run(None, {"image": x.numpy()})
@@ -328,5 +334,5 @@ def test_features_export_to_onnx_with_one_output_per_map(tmp_path):
         want = body(x)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(torch.from_numpy(a), b, rtol=1e-4, atol=1e-4)
-    maps = read_metadata(result.path)["output"]["maps"]
+    maps = read_metadata(path)["output"]["maps"]
     assert [(m["channels"], m["reduction"]) for m in maps] == [(128, 8), (256, 16), (512, 32)]
