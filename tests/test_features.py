@@ -146,7 +146,7 @@ def test_feature_mistakes_get_one_clear_error(call, words):
         call()
 
 
-def test_classification_weights_load_with_the_head_dropped_and_said_so(tmp_path, caplog):
+def test_classification_weights_load_with_the_head_dropped_and_said_so(tmp_path, caplog, make_lightning_checkpoint):
     classifier = attnzoo.create_model("gc_r18", num_classes=7).eval()
     x = torch.randn(1, 3, SIZE, SIZE)
     with torch.no_grad():
@@ -162,14 +162,25 @@ def test_classification_weights_load_with_the_head_dropped_and_said_so(tmp_path,
     with pytest.raises(RuntimeError, match="layer9"):
         body.load_state_dict({**state, "layer9.weight": torch.zeros(1)})
 
-    # attnzoo.load of saved weights, then features_of
+    # attnzoo.load of saved weights
     attnzoo.save_pretrained(classifier, tmp_path / "weights")
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="attnzoo.features"):
-        loaded = features_of(attnzoo.load(str(tmp_path / "weights")))
-    assert "2 classifier weight entries dropped" in caplog.text
+        loaded = attnzoo.load(str(tmp_path / "weights"), features_only=True, out_indices=[1, 2, 3, 4])
+    assert "2 classifier weight entries dropped" in caplog.text and isinstance(loaded, FeatureNet)
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(loaded(x), expected, strict=True))
+    with pytest.raises(AttnzooError, match="load\\(\\) has no option 'out_indice'"):
+        attnzoo.load(str(tmp_path / "weights"), features_only=True, out_indice=[1])
+
+    # a training checkpoint (what `attnzoo fit` writes), through features_of
+    from attnzoo.weights.lightning_checkpoint import model_from_lightning_checkpoint
+
+    ckpt, trained = make_lightning_checkpoint("r18", num_classes=3)
+    body = features_of(model_from_lightning_checkpoint(ckpt).model).eval()
+    with torch.no_grad():
+        _, want = trained.eval().forward_intermediates(x, indices=[1, 2, 3, 4])
+        assert all(torch.equal(a, b) for a, b in zip(body(x), want, strict=True))
 
     # retrofit: plain weights (a torchvision-style .pth with a 1000-class head) into a features model
     plain = attnzoo.create_model("r18").eval()
