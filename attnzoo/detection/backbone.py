@@ -17,7 +17,7 @@ keys left at their initialisation.
 ``trainable_layers`` counts stages back from the network's last one, as torchvision counts ResNet layers
 (layer4, layer3, layer2, layer1, the stem: 0-5, 5 for all). The stages before them are frozen as
 mmdetection's ``frozen_stages`` freezes (``create_model``'s ``frozen_stages``): no gradients, attention
-included, and eval mode through ``.train()``. With ``norm="frozen"`` (torchvision's and GCNet's "fixBN"
+included, and eval mode through ``.train()``. With ``norm="frozen"`` (torchvision's
 default) that is exactly torchvision's network; with trainable BatchNorm torchvision leaves the frozen layers'
 BatchNorms in training mode (they keep updating statistics no gradient uses), where here they are fixed.
 """
@@ -41,9 +41,9 @@ from torchvision.ops.feature_pyramid_network import (  # noqa: E402  (after the 
     ExtraFPNBlock, FeaturePyramidNetwork, LastLevelMaxPool)
 
 # What each norm option makes of the backbone's BatchNorms (its attention modules' own norms stay trainable,
-# see attnzoo.backbones.features): frozen: FrozenBatchNorm2d (statistics and affine fixed, torchvision's default
-# for pretrained backbones); eval: BatchNorm kept in eval mode, affine trained (mmdetection's norm_eval);
-# bn: ordinary BatchNorm; syncbn: SyncBatchNorm across the processes of a distributed run (GCNet's SyncBN rows).
+# see attnzoo.backbones.features). frozen: FrozenBatchNorm2d, statistics and affine fixed (torchvision's default
+# for pretrained backbones); eval: BatchNorm kept in eval mode, affine trained (mmdetection's norm_eval, GCNet's
+# "fixBN"); bn: ordinary BatchNorm; syncbn: SyncBatchNorm across the processes of a distributed run (GCNet's SyncBN).
 NORMS = ("frozen", "eval", "bn", "syncbn")
 # create_model's options that fpn_backbone sets itself, and what to use instead.
 OWN_OPTIONS = {

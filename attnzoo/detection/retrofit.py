@@ -27,6 +27,7 @@ parameters.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -103,7 +104,7 @@ def _like(module: nn.Module, reference: nn.Module) -> nn.Module:
     return module
 
 
-def _gated(conv: nn.Conv2d, gate: nn.Module) -> GatedConv2d:
+def _gated(conv: nn.Conv2d, gate: nn.Module, added: list[nn.Module]) -> GatedConv2d:
     """``conv`` with ``gate`` in front of it, holding the very same weight (and bias) parameters."""
     if type(conv) is not nn.Conv2d:
         raise AttnzooError(f"cannot put a gate before a {type(conv).__name__}: it already has one, or is not a "
@@ -114,6 +115,7 @@ def _gated(conv: nn.Conv2d, gate: nn.Module) -> GatedConv2d:
                         gate=nn.Identity())
     gated.weight, gated.bias = conv.weight, conv.bias
     gated.gate = _like(gate, conv)
+    added.append(gated.gate)
     return gated.train(conv.training)
 
 
@@ -121,8 +123,7 @@ def _gate_convs(module: nn.Module, factory: ModuleFactory, added: list[nn.Module
     """A gate before every convolution inside ``module`` (a block: its downsample's too, as attnzoo's GCT)."""
     for name, child in list(module.named_children()):
         if type(child) is nn.Conv2d:
-            setattr(module, name, _gated(child, factory(child.in_channels)))
-            added.append(getattr(module, name).gate)
+            setattr(module, name, _gated(child, factory(child.in_channels), added))
         else:
             _gate_convs(child, factory, added)
 
@@ -150,10 +151,12 @@ def _attended(block: nn.Module, where: str, attn: ModuleFactory | None, gate: Mo
         setattr(new, name, children.get(name))
     new.train(block.training)
     if gate is not None:
+        if isinstance(new.downsample, nn.Sequential):  # a new container: the detector's stays as it is until the end
+            new.downsample = nn.Sequential(OrderedDict(new.downsample.named_children())).train(block.training)
         _gate_convs(new, gate, added)
     if attn is not None:
-        last_bn = new.last_bn()
-        new.attn = _like(attn(last_bn.num_features), block)
+        channels = new.last_bn().weight.shape[0]  # torchvision's FrozenBatchNorm2d has no num_features
+        new.attn = _like(attn(channels), block)
         added.append(new.attn)
     return new
 
@@ -188,23 +191,19 @@ def add_attention(
         raise AttnzooError(f"attention stage {absent[0]} is not in this body: it has stages "
                            f"{', '.join(map(str, present))} (the layers after the last returned feature map are "
                            "dropped).")
-    # Every block is checked before any is changed: a refused call leaves the detector as it was.
     targets = [(f"layer{stage}.{index}", stage, block) for stage in present[1:]
                if plan.block_attention(stage) or plan.conv_gate(stage)
                for index, block in enumerate(getattr(body, f"layer{stage}"))]
-    for where, _, block in targets:
-        if type(block) not in _BLOCKS:
-            _attended(block, where, None, None, [])  # raises, naming the block
-    if plan.conv_gate(0) is not None and type(body.conv1) is not nn.Conv2d:
-        _gated(body.conv1, nn.Identity())  # raises
+    # Everything is built first (an attention's options are checked as it is built), then put in place: a refused
+    # call leaves the detector as it was.
     added: list[nn.Module] = []
-    if plan.conv_gate(0) is not None:
-        body.conv1 = _gated(body.conv1, plan.conv_gate(0)(body.conv1.in_channels))
-        added.append(body.conv1.gate)
-    for where, stage, block in targets:
-        layer = getattr(body, f"layer{stage}")
-        layer[int(where.rpartition(".")[2])] = _attended(block, where, plan.block_attention(stage),
-                                                         plan.conv_gate(stage), added)
+    stem = _gated(body.conv1, plan.conv_gate(0)(body.conv1.in_channels), added) if plan.conv_gate(0) else None
+    blocks = [(where, stage, _attended(block, where, plan.block_attention(stage), plan.conv_gate(stage), added))
+              for where, stage, block in targets]
+    if stem is not None:
+        body.conv1 = stem
+    for where, stage, block in blocks:
+        getattr(body, f"layer{stage}")[int(where.rpartition(".")[2])] = block
     parameters = [p for module in added for p in module.parameters()]
     return {
         "attention": attention,
