@@ -243,6 +243,21 @@ def test_retrofit_refuses_in_one_line_and_leaves_the_detector_as_it_was():
 
 
 @peers
+def test_fpn_backbone_of_a_built_model_takes_its_modules_and_weights():
+    _torchvision()
+    import attnzoo
+    from attnzoo.detection import fpn_backbone
+
+    classifier = attnzoo.create_model("eca_r18", attention_stages=[3, 4])
+    with torch.no_grad():
+        classifier.layer4[0].attn.conv.weight.fill_(0.5)  # trained attention weights, as attnzoo.load gives them
+    backbone = fpn_backbone(classifier, norm="bn")
+    assert backbone.body.layer4 is classifier.layer4 and backbone.body.config.attention_stages == (3, 4)
+    with pytest.raises(AttnzooError, match="takes no model options"):
+        fpn_backbone(classifier, attention_stages=[4])
+
+
+@peers
 def test_fpn_backbone_refuses_bad_options_in_one_line():
     _torchvision()
     from attnzoo.detection import fpn_backbone

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from attnzoo.backbones.base import take_indices
+from attnzoo.backbones.base import ImageClassifierNet, take_indices
 from attnzoo.backbones.features import FeatureNet, features_of
 from attnzoo.errors import AttnzooError
 from attnzoo.extras import require
@@ -86,7 +86,7 @@ def _check_trainable_layers(trainable_layers, num_stages: int) -> int:
 
 
 def fpn_backbone(
-    name: str,
+    name: str | ImageClassifierNet,
     *,
     weights=None,
     trainable_layers: int = 3,
@@ -100,10 +100,11 @@ def fpn_backbone(
     """A zoo model's multi-scale features with torchvision's FPN on top, for torchvision's detectors.
 
     Args:
-        name: any zoo name (``"gc_r50"``, ``"eca_mobilenetv2"``, ``"r50"``; ``attnzoo list``).
-        weights: classification weights for the body, anything ``create_model``'s ``backbone_weights`` takes
-            (a torchvision or attnzoo state dict file, an index name, ``hf-hub:``, a state dict); the head is
-            dropped and said so. None: the zoo's initialisation.
+        name: any zoo name (``"gc_r50"``, ``"eca_mobilenetv2"``, ``"r50"``; ``attnzoo list``), or a zoo classifier
+            with its weights (``attnzoo.load(...)``: attention weights included), whose modules the body takes.
+        weights: plain backbone weights for the body, anything ``create_model``'s ``backbone_weights`` takes
+            (a torchvision state dict file, a state dict, ...): attention parameters keep their initialisation,
+            the head is dropped and said so. None: the zoo's initialisation (or the given model's weights).
         trainable_layers: stages trained, counted back from the last (ResNet: layer4, layer3, layer2, layer1,
             the stem; 0-5 as torchvision's); the others are frozen (see the module docstring).
         returned_layers: the stages (``model.stages()`` numbering) whose maps feed the FPN; None: strides 4, 8,
@@ -121,7 +122,13 @@ def fpn_backbone(
     for option, instead in OWN_OPTIONS.items():
         if option in model_options:
             raise AttnzooError(f"fpn_backbone takes no {option}: {instead}.")
-    model = create_model(name, **model_options)
+    if isinstance(name, ImageClassifierNet):  # a model with its weights (attnzoo.load, a checkpoint's): its modules
+        if model_options:
+            raise AttnzooError(f"fpn_backbone of a built model takes no model options ({', '.join(model_options)}): "
+                               "they are the model's already.")
+        model = name
+    else:
+        model = create_model(name, **model_options)
     num_stages = len(model.stages())
     trainable_layers = _check_trainable_layers(trainable_layers, num_stages)
     returned = take_indices(num_stages, model.default_out_indices if returned_layers is None else returned_layers)
