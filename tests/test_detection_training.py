@@ -136,8 +136,12 @@ def test_each_detector_trains_and_evaluates(detector):
 
     data = ShapesDetectionDataModule(num_train=2, num_val=2, image_size=48, num_classes=2)
     data.setup("fit")
-    model = Detector("r18", detector, num_classes=2, min_size=48, max_size=48, model_args={"norm": "bn"},
-                     anchor_sizes=[8, 16, 32, 64, 128] if "rcnn" in detector else None,
+    rcnn = "rcnn" in detector
+    small = {"rpn_pre_nms_top_n_train": 100, "rpn_post_nms_top_n_train": 50, "rpn_pre_nms_top_n_test": 100,
+             "rpn_post_nms_top_n_test": 50, "box_batch_size_per_image": 16} if rcnn else {}
+    model = Detector("r18", detector, num_classes=2, min_size=48, max_size=48,
+                     model_args={"norm": "bn", "out_channels": 32}, detector_args=small,
+                     anchor_sizes=[8, 16, 32, 64, 128] if rcnn else None, box_head_size=64, mask_head_layers=[16],
                      preprocessing=data.preprocessing.to_dict())
     batch = collate_detection([data.train_set[0], data.train_set[1]])
     loss = model.training_step(batch, 0)

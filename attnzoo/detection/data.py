@@ -322,8 +322,8 @@ class ShapesDetectionDataModule(DetectionDataModule):
 
     def __init__(
         self,
-        num_train: int = 400,
-        num_val: int = 100,
+        num_train: int = 256,
+        num_val: int = 64,
         image_size: int = 96,
         num_classes: int = 4,
         seed: int = 0,

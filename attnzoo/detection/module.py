@@ -69,7 +69,8 @@ def fpn_backbone(name: str, detector: str, model_args: dict) -> nn.Module:
         from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
         options.setdefault("returned_layers", [2, 3, 4])
-        options.setdefault("extra_blocks", LastLevelP6P7(256, 256))
+        width = options.get("out_channels", 256)
+        options.setdefault("extra_blocks", LastLevelP6P7(width, width))
     if "weights" in options:
         raise AttnzooError("model_args takes the backbone's weights as backbone_weights (as the classifier's does), "
                            "not weights.")

@@ -137,7 +137,8 @@ class AttnzooCLI(LightningCLI):
             print(f"attnzoo: {note}", file=sys.stderr)
         if options:
             try:
-                self.config = self.parser.parse_object({subcommand: {"model": {"init_args": options}}}, self.config)
+                model = {"class_path": config.model.class_path, "init_args": options}
+                self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
             except ArgumentError as err:
                 raise AttnzooError(f"the hyper_parameters of checkpoint {ckpt_path!r} do not fit this version's "
                                    f"options: {' '.join(str(err).split())}") from None
