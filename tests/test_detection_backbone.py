@@ -282,15 +282,16 @@ def test_fpn_backbone_serves_retinanet_and_fcos_with_p6_p7_and_mobilenetv2_in_fa
 
     from attnzoo.detection import fpn_backbone
 
-    images = _images(2)
-    targets = [{"boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0]]), "labels": torch.tensor([1])}] * 2
+    size = 64  # dense heads score every anchor: the smallest images that still have five pyramid levels
+    images = [torch.rand(3, size, size), torch.rand(3, size - 16, size)]
+    targets = [{"boxes": torch.tensor([[6.0, 8.0, 40.0, 44.0]]), "labels": torch.tensor([1])}] * 2
     for cls, name, kwargs in [
         (RetinaNet, "eca_r18", {"returned_layers": [2, 3, 4], "extra_blocks": LastLevelP6P7(256, 256)}),
         (FCOS, "cbam_r18", {"returned_layers": [2, 3, 4], "extra_blocks": LastLevelP6P7(256, 256)}),
         (FasterRCNN, "se_mobilenetv2", {}),
     ]:
         backbone = fpn_backbone(name, **kwargs)
-        options = RCNN if cls is FasterRCNN else {"min_size": SIZE, "max_size": SIZE}
+        options = {**(RCNN if cls is FasterRCNN else {}), "min_size": size, "max_size": size}
         model = cls(backbone, num_classes=3, **options)
         model.train()
         losses = model(images, targets)
