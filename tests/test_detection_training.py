@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "configs" / "detection" / "quickstart.yaml"
 RECIPES = sorted(p for p in (REPO / "configs" / "detection").glob("*.yaml") if p != QUICKSTART)
 ATTNZOO = Path(sys.executable).parent / "attnzoo"
+# Recipes that differ from another only in a value (the GC ratio, SyncBN): parsed, not built again (CI time).
+BUILT_BY_A_SIBLING = {"mask_rcnn_r50_fpn_syncbn_1x", "mask_rcnn_gc_r50_c3c5_r16_syncbn"}
 
 
 def write_coco(root: Path, images=None, annotations=None, categories=None, missing: str | None = None) -> Path:
@@ -218,7 +220,8 @@ def test_recipes_parse_and_build(recipe, capsys):
     assert printed["model"]["class_path"] == "attnzoo.detection.Detector"
     options = dict(printed["model"]["init_args"])
     options.pop("optimizer"), options.pop("lr_scheduler")
-    options["num_classes"] = 90
     assert options["model_args"].pop("backbone_weights").startswith("weights/")  # ImageNet weights, not here
-    model = Detector(**options)
+    if recipe.stem in BUILT_BY_A_SIBLING:
+        return
+    model = Detector(**options, num_classes=90)
     assert model.model.backbone.out_channels == 256
