@@ -134,7 +134,7 @@ class CocoAnnotations:
         if self.num_classes < 1:
             raise AttnzooError(f"annotation file {str(self.file)!r} has no categories; give num_classes.")
         self.class_names = [categories.get(i, str(i)) for i in range(1, self.num_classes + 1)]
-        self.images = [image for image in data["images"]]
+        self.images = list(data["images"])
         if not self.images:
             raise AttnzooError(f"annotation file {str(self.file)!r} lists no images: nothing to train or evaluate on.")
         by_id = {}

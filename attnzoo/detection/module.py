@@ -14,8 +14,6 @@ faster-coco-eval), as ``val/map``, ``val/map_50``, ``val/map_75``, ``val/mask_ma
 
 from __future__ import annotations
 
-import pickle
-
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -23,6 +21,7 @@ from torch import nn
 
 from attnzoo.errors import AttnzooError, unknown
 from attnzoo.extras import require
+from attnzoo.training.module import _picklable
 from attnzoo.training.param_groups import NO_WEIGHT_DECAY_CHOICES, NoWeightDecay, parameter_groups
 from attnzoo.training.schedules import scheduler_config
 
@@ -38,14 +37,6 @@ DEFAULT_BOX_HEAD, DEFAULT_MASK_HEAD = 1024, [256, 256, 256, 256]  # torchvision'
 def detection_sgd(params) -> torch.optim.Optimizer:
     """The papers' detection recipe at 16 images per step: SGD lr 0.02, momentum 0.9, weight decay 1e-4."""
     return torch.optim.SGD(params, lr=0.02, momentum=0.9, weight_decay=1e-4)
-
-
-def _picklable(value) -> bool:
-    try:
-        pickle.dumps(value)
-        return True
-    except Exception:
-        return False
 
 
 def build_detector(detector: str, backbone: nn.Module, num_classes: int, **options) -> nn.Module:
@@ -220,9 +211,7 @@ class Detector(L.LightningModule):
         targets = [{k: v for k, v in t.items() if k != "image_id"} for t in targets]
         if not self.masks:
             targets = [{k: v for k, v in t.items() if k != "masks"} for t in targets]
-        elif any("masks" not in t for t in targets):
-            raise AttnzooError("mask_rcnn trains on instance masks, and this data has none (COCO: 'segmentation' in "
-                               "every annotation); use faster_rcnn for boxes alone.")
+        self._check_masks(targets)
         losses = self.model(self._images(images), targets)
         loss = sum(losses.values())
         if not torch.isfinite(loss):
@@ -235,8 +224,14 @@ class Detector(L.LightningModule):
                       batch_size=batch_size)
         return loss
 
+    def _check_masks(self, targets: list[dict]) -> None:
+        if self.masks and any("masks" not in t for t in targets):
+            raise AttnzooError("mask_rcnn trains and evaluates on instance masks, and this data has none (COCO: "
+                               "'segmentation' in every annotation); use faster_rcnn for boxes alone.")
+
     def _evaluate(self, batch, stage: str) -> None:
         images, targets = batch
+        self._check_masks(targets)
         outputs = self(images)
         metric = getattr(self, f"{stage}_map")
         preds, truths = [], []
