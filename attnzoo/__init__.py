@@ -40,14 +40,15 @@ _LAZY = {
 }
 # Reachable as attributes (`attnzoo.attention.create(...)`) without importing them first.
 SUBMODULES = (
-    "analysis", "attention", "backbones", "bench", "data", "export", "training", "weights",
+    "analysis", "attention", "backbones", "bench", "data", "detection", "export", "training", "weights",
     "compiling", "errors", "info", "preprocessing", "registry",
 )
 
 __all__ = ["__version__", "create_model", *_LAZY]
 
 
-def create_model(name: str, num_classes: int = 1000, backbone_weights=None, **overrides):
+def create_model(name: str, num_classes: int = 1000, backbone_weights=None, features_only: bool = False,
+                 **overrides):
     """Build a registered model, optionally with pretrained plain-backbone weights.
 
     Args:
@@ -56,19 +57,29 @@ def create_model(name: str, num_classes: int = 1000, backbone_weights=None, **ov
         num_classes: outputs of the classifier.
         backbone_weights: plain ResNet/MobileNetV2 weights to load into the backbone (a file, directory,
             ``hf-hub:`` id or index name); attention parameters keep their initialisation.
+        features_only: return the multi-scale features network instead of the classifier: its forward
+            gives the list of stage outputs ``out_indices`` (default: strides 4, 8, 16, 32), with
+            ``feature_info``; it also takes ``frozen_stages``, ``norm_eval`` and ``frozen_bn``
+            (see :class:`attnzoo.backbones.features.FeatureNet`).
         **overrides: backbone options (``in_chans``, ``drop_rate``, ``zero_init_residual``, ``width_mult``,
             ``stride_in_1x1``) and attention options (``attention``, ``attention_kwargs``,
             ``attention_stages``, ``attention_stage_kwargs``).
 
     The model carries its :class:`~attnzoo.registry.ModelConfig` as ``model.config``.
     """
-    from attnzoo.registry import create_model as build
+    from attnzoo.registry import create_model as build, feature_options
 
+    options = feature_options(features_only, overrides)
     model = build(name, num_classes=num_classes, **overrides)
     if backbone_weights is not None:
         from attnzoo.weights.retrofit import load_backbone_weights
 
         load_backbone_weights(model, backbone_weights)
+    if features_only:
+        from attnzoo.backbones.features import FeatureNet, features_of
+
+        # weights loaded: the head they brought is dropped and said so
+        return (FeatureNet if backbone_weights is None else features_of)(model, **options)
     return model
 
 

@@ -399,12 +399,30 @@ def build(config: ModelConfig) -> ImageClassifierNet:
     return model
 
 
-def create_model(name: str, num_classes: int = 1000, **overrides) -> ImageClassifierNet:
+# Options of features_only=True (attnzoo.backbones.features.FeatureNet), not of the classifier's config.
+FEATURE_OPTIONS = ("out_indices", "frozen_stages", "norm_eval", "frozen_bn")
+
+
+def feature_options(features_only: bool, overrides: dict) -> dict:
+    """Take the features options out of ``overrides`` (in place); refuse them without ``features_only``."""
+    options = {key: overrides.pop(key) for key in FEATURE_OPTIONS if key in overrides}
+    if not isinstance(features_only, bool):
+        raise AttnzooError(f"features_only must be True or False, got {features_only!r}.")
+    if options and not features_only:
+        raise AttnzooError(f"{', '.join(options)} {'applies' if len(options) == 1 else 'apply'} to the multi-scale "
+                           "features of a model: pass features_only=True as well.")
+    return options
+
+
+def create_model(name: str, num_classes: int = 1000, features_only: bool = False, **overrides):
     """Build a registered model.
 
     Args:
         name: a registered name or alias, e.g. ``"gct_r50"``, ``"eca_mobilenetv2"``, ``"resnet50"``.
         num_classes: outputs of the classifier.
+        features_only: return the multi-scale features network
+            (:class:`attnzoo.backbones.features.FeatureNet`) instead of the classifier; it then takes
+            ``out_indices``, ``frozen_stages``, ``norm_eval`` and ``frozen_bn``.
         **overrides: backbone options (``in_chans``, ``drop_rate``, ``zero_init_residual``, ``width_mult``,
             ``stride_in_1x1``) and attention options (``attention``, ``attention_kwargs``,
             ``attention_stages``, ``attention_stage_kwargs``).
@@ -412,4 +430,10 @@ def create_model(name: str, num_classes: int = 1000, **overrides) -> ImageClassi
     The returned model carries its :class:`ModelConfig` as ``model.config``. ``attnzoo.create_model`` (the
     public one) also takes ``backbone_weights``.
     """
-    return build(ModelConfig(name, num_classes, overrides))
+    options = feature_options(features_only, overrides)
+    model = build(ModelConfig(name, num_classes, overrides))
+    if not features_only:
+        return model
+    from attnzoo.backbones.features import FeatureNet
+
+    return FeatureNet(model, **options)

@@ -134,13 +134,20 @@ def test_every_subpackage_is_an_attribute_of_the_facade():
     assert documented <= set(attnzoo.SUBMODULES)
 
 
+# The optional parts that may import torchvision: its detectors are what they extend (the `detection` extra).
+TORCHVISION_PARTS = ("attnzoo.detection",)
+
+
 def test_the_package_never_imports_timm_or_torchvision():
-    # They are test-time peers only (and cannot be installed beside the CPU torch): not even a lazy import,
-    # nor importlib with the name spelt out. The bench's peers are built by benchmarks/peers.py.
+    # They are test-time peers (and cannot be installed beside the CPU torch): not even a lazy import, nor
+    # importlib with the name spelt out. The bench's peers are built by benchmarks/peers.py. Only
+    # attnzoo.detection imports torchvision.
     for name, path in _modules().items():
+        optional = any(name == part or name.startswith(part + ".") for part in TORCHVISION_PARTS)
+        banned = ("timm",) if optional else ("timm", "torchvision")
         text = path.read_text()
         for node in ast.walk(ast.parse(text, str(path))):
             names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            assert not any(n.split(".")[0] in ("timm", "torchvision") for n in names), (name, ast.dump(node))
+            assert not any(n.split(".")[0] in banned for n in names), (name, ast.dump(node))
         assert not re.search(r"import_module\(\s*['\"](timm|torchvision)", text), name

@@ -89,6 +89,7 @@ class InvertedResidual(nn.Module):
 
 class MobileNetV2(ImageClassifierNet):
     classifier_name = "classifier.1"
+    default_out_indices = (2, 3, 5, 8)  # the last stage at strides 4, 8, 16, 32
 
     def __init__(
         self,
@@ -125,18 +126,22 @@ class MobileNetV2(ImageClassifierNet):
     @classmethod
     def stage_layout(cls, width_mult: float = 1.0, **_) -> tuple[Stage, ...]:
         """0: the stem (features.0); 1..7: the inverted-residual groups of the paper's Table 2 (features.1,
-        features.2-3, ...); 8: the final 1x1 convolution (features.18)."""
-        stages = [Stage(0, "features.0", make_divisible(32 * width_mult), ("features.0",))]
-        first = 1
-        for stage, ((_, _, repeats, _), channels) in enumerate(
+        features.2-3, ...); 8: the final 1x1 convolution (features.18).
+
+        Output strides: 2 (stages 0, 1), 4 (2), 8 (3), 16 (4, 5), 32 (6, 7, 8). ``features_only`` takes the
+        last stage at each stride 4..32 by default: 2, 3, 5, 8 (features.3, .6, .13, .18), as timm does."""
+        stages = [Stage(0, "features.0", make_divisible(32 * width_mult), ("features.0",), reduction=2)]
+        first, reduction = 1, 2
+        for stage, ((_, _, repeats, stride), channels) in enumerate(
             zip(INVERTED_RESIDUAL_SETTING, stage_channels(width_mult)), start=1
         ):
             modules = tuple(f"features.{i}" for i in range(first, first + repeats))
             name = modules[0] if repeats == 1 else f"features.{first}-{first + repeats - 1}"
-            stages.append(Stage(stage, name, channels, modules, repeats))
+            reduction *= stride
+            stages.append(Stage(stage, name, channels, modules, repeats, reduction=reduction))
             first += repeats
         last = make_divisible(1280 * max(1.0, width_mult))
-        stages.append(Stage(len(stages), f"features.{first}", last, (f"features.{first}",)))
+        stages.append(Stage(len(stages), f"features.{first}", last, (f"features.{first}",), reduction=reduction))
         return tuple(stages)
 
     def _init_classifier(self, linear: nn.Linear) -> None:

@@ -100,6 +100,7 @@ def _downsample(in_channels: int, out_channels: int, stride: int, gate: ModuleFa
 
 class ResNet(ImageClassifierNet):
     classifier_name = "fc"
+    default_out_indices = (1, 2, 3, 4)  # layer1..layer4, strides 4, 8, 16, 32
 
     def __init__(
         self,
@@ -147,9 +148,11 @@ class ResNet(ImageClassifierNet):
 
     @classmethod
     def stage_layout(cls, block: type[BasicBlock] | type[Bottleneck], layers: Iterable[int], **_) -> tuple[Stage, ...]:
-        """0: the stem (conv1, bn1); 1..4: layer1..layer4."""
-        stem = Stage(0, "conv1", 64, ("conv1", "bn1"))
-        return (stem, *(Stage(i, f"layer{i}", 64 * 2 ** (i - 1) * block.expansion, (f"layer{i}",), blocks)
+        """0: the stem (conv1, bn1, relu; stride 2); 1..4: layer1..layer4 (strides 4, 8, 16, 32; the maxpool
+        opens stage 1)."""
+        stem = Stage(0, "conv1", 64, ("conv1", "bn1"), reduction=2, sequence=("conv1", "bn1", "relu"))
+        return (stem, *(Stage(i, f"layer{i}", 64 * 2 ** (i - 1) * block.expansion, (f"layer{i}",), blocks,
+                              reduction=2 ** (i + 1), sequence=("maxpool", "layer1") if i == 1 else ())
                         for i, blocks in enumerate(layers, start=1)))
 
     @staticmethod

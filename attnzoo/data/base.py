@@ -45,6 +45,9 @@ class ClassificationDataModule(L.LightningDataModule):
             (a few validation images).
     """
 
+    # How samples become a batch: None stacks them (torch's default); detection's targets differ in size per image.
+    collate_fn = None
+
     def __init__(
         self,
         batch_size: int = 64,
@@ -109,6 +112,7 @@ class ClassificationDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers,
+            collate_fn=self.collate_fn,
             # Its own generator (worker seeds): loading data never draws from the global RNG, which dropout and
             # mixing use, so a resumed run's global RNG continues exactly where the checkpoint left it.
             generator=torch.Generator().manual_seed(0),

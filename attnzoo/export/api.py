@@ -21,9 +21,10 @@ from torch import nn
 from attnzoo.errors import AttnzooError
 from attnzoo.export.capture import (Source, capture, deployable, evaluating, example_input, load_source,
                                    quiet_exporter)
+from attnzoo.export.metadata import model_identity
 from attnzoo.extras import require
 from attnzoo.files import cannot_write, check_writable, move_into, reporting_write_errors, staging_folder
-from attnzoo.export.metadata import INPUT_NAME, OUTPUT_NAME, PROGRAM_METADATA_FILE, crop_size, describe, encode
+from attnzoo.export.metadata import INPUT_NAME, PROGRAM_METADATA_FILE, crop_size, describe, encode, output_names
 
 FORMATS = ("safetensors", "onnx", "pt2")
 # The opset of torch.onnx's function library (onnxscript's torchlib): no version conversion is involved.
@@ -56,7 +57,12 @@ class Exported:
 
 
 def relative_error(got, want) -> float:
-    """max |got - want| over max |want|: the error relative to the scale of the logits."""
+    """max |got - want| over max |want|: the error relative to the scale of the logits (for several outputs,
+    feature maps, the largest over them, each relative to its own scale)."""
+    if isinstance(want, (list, tuple)):
+        if not isinstance(got, (list, tuple)) or len(got) != len(want):
+            return float("inf")
+        return max(relative_error(g, w) for g, w in zip(got, want))
     got, want = torch.as_tensor(got, dtype=torch.float64), torch.as_tensor(want, dtype=torch.float64)
     if got.shape != want.shape:
         return float("inf")
@@ -135,14 +141,14 @@ def onnxruntime_session(path: str | Path, threads: int | None = None):
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def to_onnx(module: nn.Module, example: torch.Tensor, opset: int = DEFAULT_OPSET):
+def to_onnx(module: nn.Module, example: torch.Tensor, opset: int = DEFAULT_OPSET, outputs: list[str] | None = None):
     """``torch.onnx.export(..., dynamo=True)`` of the captured ``module``: an ``ONNXProgram`` with dynamic
-    batch, height and width, input ``image`` and output ``logits``."""
+    batch, height and width, input ``image`` and outputs ``outputs`` (default ``logits``)."""
     program = capture(module, example)
     with quiet_exporter():
         onnx_program = torch.onnx.export(program, (example,), dynamo=True, opset_version=opset,
-                                         input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], optimize=True,
-                                         verbose=False)
+                                         input_names=[INPUT_NAME], output_names=outputs or output_names({}),
+                                         optimize=True, verbose=False)
     name_dynamic_dims(onnx_program.model.graph)
     return onnx_program
 
@@ -170,9 +176,27 @@ def name_dynamic_dims(graph) -> None:
                                      for d in value.shape])
 
 
+def _as_features(source: Source, features_only: bool, out_indices) -> Source:
+    """The source's features network when asked (its head dropped, logged), with the identity that says so."""
+    if not features_only:
+        if out_indices is not None:
+            raise AttnzooError("out_indices applies with features_only=True (--features_only true).")
+        return source
+    from attnzoo.backbones.features import FeatureNet, features_of
+
+    model = source.model
+    if isinstance(model, FeatureNet):
+        if out_indices is not None and tuple(out_indices) != model.out_indices:
+            raise AttnzooError(f"the source is a features network with out_indices={list(model.out_indices)}; "
+                               f"out_indices={list(out_indices)!r} cannot change it (build it with those).")
+        return source
+    features = features_of(model, out_indices)
+    return Source(features, source.label, model_identity(features), source.metrics)
+
+
 def export_onnx(source: str | Path | nn.Module, path: str | Path, *, opset: int = DEFAULT_OPSET,
                 fold_preprocessing: bool = False, check: bool = True, overwrite: bool = False,
-                tolerance: float = TOLERANCE) -> Exported:
+                tolerance: float = TOLERANCE, features_only: bool = False, out_indices=None) -> Exported:
     """Export a model to ONNX with dynamic batch and image size, the preprocessing and labels in its metadata.
 
     Args:
@@ -185,6 +209,9 @@ def export_onnx(source: str | Path | nn.Module, path: str | Path, *, opset: int 
         check: run the file in onnxruntime (CPU) on two batches and refuse it unless it matches eager PyTorch
             within ``tolerance`` (relative to the largest logit).
         overwrite: replace an existing file.
+        features_only: export the multi-scale features of the model (its head dropped): one output per
+            feature map, ``stage<i>`` by stage index; ``out_indices`` picks the stages (default strides 4..32).
+            A features network (``create_model(..., features_only=True)``) is exported so without it.
     """
     require("export", "ONNX export", only=("onnx", "onnxscript", *(("onnxruntime",) if check else ())))
     if not isinstance(opset, int) or isinstance(opset, bool) or opset < DEFAULT_OPSET:
@@ -193,7 +220,7 @@ def export_onnx(source: str | Path | nn.Module, path: str | Path, *, opset: int 
     destination = _destination(path, overwrite, ".onnx")
     start = time.perf_counter()
     with _parent_folders(destination):
-        source = load_source(source)
+        source = _as_features(load_source(source), features_only, out_indices)
         with evaluating(source.model):
             return _export_onnx(source, destination, opset, fold_preprocessing, check, tolerance, start)
 
@@ -202,9 +229,10 @@ def _export_onnx(source: Source, destination: Path, opset: int, fold_preprocessi
                  tolerance: float, start: float) -> Exported:
     module = deployable(source, fold_preprocessing)
     metadata = describe(source.identity, fold_preprocessing, source.label, source.metrics)
-    onnx_program = to_onnx(module, example_input(source, fold_preprocessing), opset)
+    outputs = output_names(source.identity)
+    onnx_program = to_onnx(module, example_input(source, fold_preprocessing), opset, outputs)
     onnx_program.model.metadata_props.update(encode(metadata))
-    onnx_program.model.doc_string = (f"attnzoo {metadata['architecture']}: {INPUT_NAME} -> {OUTPUT_NAME}; "
+    onnx_program.model.doc_string = (f"attnzoo {metadata['architecture']}: {INPUT_NAME} -> {', '.join(outputs)}; "
                                      "metadata_props hold the preprocessing and label names (JSON values)")
     checks = []
     with staging_folder(destination.parent) as tmp:
@@ -214,7 +242,8 @@ def _export_onnx(source: Source, destination: Path, opset: int, fold_preprocessi
         del onnx_program
         if check:
             session = onnxruntime_session(tmp_file)
-            checks = _compare(lambda x: session.run(None, {INPUT_NAME: x.numpy()})[0], module, source,
+            run = session.run if len(outputs) > 1 else lambda *args: session.run(*args)[0]
+            checks = _compare(lambda x: run(None, {INPUT_NAME: x.numpy()}), module, source,
                               fold_preprocessing, tolerance, "the ONNX model run in onnxruntime")
             del session
         files = move_into(tmp, destination.parent)
@@ -222,7 +251,8 @@ def _export_onnx(source: Source, destination: Path, opset: int, fold_preprocessi
 
 
 def export_program(source: str | Path | nn.Module, path: str | Path, *, fold_preprocessing: bool = False,
-                   check: bool = True, overwrite: bool = False, tolerance: float = TOLERANCE) -> Exported:
+                   check: bool = True, overwrite: bool = False, tolerance: float = TOLERANCE,
+                   features_only: bool = False, out_indices=None) -> Exported:
     """Save a ``torch.export`` program (``.pt2``) with dynamic batch and image size; the metadata rides along
     as the archive's ``attnzoo.json``. Load it with :func:`load_program` (or ``torch.export.load``).
 
@@ -231,7 +261,7 @@ def export_program(source: str | Path | nn.Module, path: str | Path, *, fold_pre
     destination = _destination(path, overwrite, ".pt2")
     start = time.perf_counter()
     with _parent_folders(destination):
-        source = load_source(source)
+        source = _as_features(load_source(source), features_only, out_indices)
         with evaluating(source.model):
             return _export_program(source, destination, fold_preprocessing, check, tolerance, start)
 

@@ -19,7 +19,10 @@ def summary(result: Exported) -> str:
     what = f"ONNX opset {result.opset}" if result.format == "onnx" else "a torch.export program"
     image = "uint8 images, normalisation in the graph" if meta["input"]["normalize"] == "in_graph" else \
         "normalised float32 images"
-    line = (f"wrote {meta['architecture']} ({meta['num_classes']} classes) as {what} to {result.path} "
+    outputs = meta["output"]
+    contents = (f"{len(outputs['names'])} feature maps at strides {', '.join(str(m['reduction']) for m in outputs['maps'])}"
+                if "maps" in outputs else f"{meta['num_classes']} classes")
+    line = (f"wrote {meta['architecture']} ({contents}) as {what} to {result.path} "
             f"({_size(result.size_bytes)}; any batch and image size; input '{meta['input']['name']}': {image})")
     if result.checks:
         runtime = "onnxruntime" if result.format == "onnx" else "the loaded program"
@@ -31,17 +34,20 @@ def summary(result: Exported) -> str:
 
 
 def export_deployable(source: str, *, out: str, format: str, opset: int | None = None,
-                      fold_preprocessing: bool = False, check: bool = True, overwrite: bool = False) -> Exported:
+                      fold_preprocessing: bool = False, check: bool = True, overwrite: bool = False,
+                      features_only: bool = False, out_indices: list[int] | None = None) -> Exported:
     if format not in FORMATS:
         raise unknown("export format", format, FORMATS)
+    features = {"features_only": features_only, "out_indices": out_indices}
     if format == "onnx":
         result = export_onnx(source, out, opset=DEFAULT_OPSET if opset is None else opset,
-                             fold_preprocessing=fold_preprocessing, check=check, overwrite=overwrite)
+                             fold_preprocessing=fold_preprocessing, check=check, overwrite=overwrite, **features)
     else:
         if opset is not None:
             from attnzoo.errors import AttnzooError
 
             raise AttnzooError(f"--opset applies to --format onnx, not {format}.")
-        result = export_program(source, out, fold_preprocessing=fold_preprocessing, check=check, overwrite=overwrite)
+        result = export_program(source, out, fold_preprocessing=fold_preprocessing, check=check, overwrite=overwrite,
+                                **features)
     print(summary(result))
     return result

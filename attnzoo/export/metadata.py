@@ -11,7 +11,9 @@ every value is JSON (``json.loads`` each one):
 - ``input``: the graph's input: name, shape, dtype, layout, channel order, and whether the normalisation
   ``(pixel / 255 - mean) / std`` is the caller's job (``"normalize": "caller"``, float32 input) or inside the
   graph (``"in_graph"``, uint8 input 0-255);
-- ``output``: name and shape of the logits (scores before softmax);
+- ``output``: name and shape of the logits (scores before softmax); for a features network
+  (``features_only``), ``names`` of its outputs, one per feature map (``stage1`` ... by stage index), and
+  ``maps``: each one's name, stage, channels and reduction (stride);
 - ``source``, ``metrics``, ``attnzoo_version``, ``torch_version``, ``attnzoo_metadata_version``.
 """
 
@@ -43,13 +45,24 @@ def model_identity(model: nn.Module) -> dict:
         raise AttnzooError("export needs a model built by attnzoo.create_model or attnzoo.load (it carries "
                            "`model.config`, which names the architecture); this model has none.")
     saved = config.to_dict()
+    info = getattr(model, "feature_info", None)  # a features network (attnzoo.backbones.FeatureNet)
+    features = None if info is None else [
+        {"name": f"stage{entry['index']}", "stage": entry["index"], "channels": entry["num_chs"],
+         "reduction": entry["reduction"], "module": entry["module"]} for entry in info.get_dicts()]
     return {
         "architecture": saved["architecture"],
         "num_classes": saved["num_classes"],
         "model_args": saved["model_args"],
         "preprocessing": saved["preprocessing"],
         "label_names": saved["label_names"],
+        "features": features,
     }
+
+
+def output_names(identity: Mapping) -> list[str]:
+    """The graph's output names: ``logits``, or one per feature map (``stage1``, ``stage2``, ...)."""
+    features = identity.get("features")
+    return [OUTPUT_NAME] if not features else [entry["name"] for entry in features]
 
 
 def crop_size(preprocessing: Mapping) -> int:
@@ -86,13 +99,22 @@ def describe(identity: Mapping, fold_preprocessing: bool, source: str, metrics: 
         "preprocessing": preprocessing,
         "input": {"name": INPUT_NAME, "shape": ["batch", 3, "height", "width"], "layout": "NCHW",
                   "channels": "RGB", **image},
-        "output": {"name": OUTPUT_NAME, "shape": ["batch", identity["num_classes"]],
-                   "note": "class scores before softmax"},
+        "output": _output(identity),
         "source": source,
         "metrics": dict(metrics or {}),
         "attnzoo_version": __version__,
         "torch_version": torch.__version__,
     }
+
+
+def _output(identity: Mapping) -> dict:
+    features = identity.get("features")
+    if not features:
+        return {"name": OUTPUT_NAME, "shape": ["batch", identity["num_classes"]], "note": "class scores before softmax"}
+    return {"names": output_names(identity),
+            "maps": [{**entry, "shape": ["batch", entry["channels"], f"ceil(height/{entry['reduction']})",
+                                         f"ceil(width/{entry['reduction']})"]} for entry in features],
+            "note": "feature maps of the backbone's stages (NCHW), from stride 2 to 32 (reduction)"}
 
 
 def encode(metadata: Mapping) -> dict[str, str]:

@@ -8,7 +8,7 @@ from attnzoo.training.ema import EMA
 from attnzoo.training.freezing import BackboneFreeze
 from attnzoo.training.module import ImageClassifier
 from attnzoo.training.param_groups import parameter_groups
-from attnzoo.training.schedules import EpochSchedule, WarmupCosineLR, WarmupStepLR
+from attnzoo.training.schedules import EpochSchedule, WarmupCosineLR, WarmupMultiStepLR, WarmupStepLR
 
 hide_advertisements()  # the Python path and the command line alike
 
@@ -21,6 +21,7 @@ __all__ = [
     "LastCheckpoint",
     "RandomState",
     "WarmupCosineLR",
+    "WarmupMultiStepLR",
     "WarmupStepLR",
     "load_checkpoint_model",
     "parameter_groups",

@@ -83,6 +83,10 @@ def _named_classes(value, where: str) -> Iterator[tuple[str, str]]:
             yield from _named_classes(item, f"{where}[{i}]")
 
 
+def _plain(value) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
 def _trusted(class_path: str) -> bool:
     return class_path.split(".")[0] in TRUSTED_PACKAGES
 
@@ -109,6 +113,9 @@ def model_options_from_checkpoint(hparams: Mapping, accepted: set[str], explicit
         if key == "model":
             if not isinstance(value, str):
                 raise refuse(f"model is {type(value).__name__}, not a registry name")
+        elif key.endswith("_args") and key != "model_args":  # a detector's detector_args: plain options
+            if value is not None and not (isinstance(value, Mapping) and all(map(_plain, value.values()))):
+                raise refuse(f"{key} is not a mapping of plain values")
         elif key == "model_args":
             if value is None:
                 pass
@@ -122,7 +129,7 @@ def model_options_from_checkpoint(hparams: Mapping, accepted: set[str], explicit
         elif key in CLASS_OPTIONS:
             if value is not None and not (isinstance(value, Mapping) and isinstance(value.get("class_path"), str)):
                 raise refuse(f"{key} is {type(value).__name__}, not a class_path mapping")
-        elif value is not None and not isinstance(value, (str, int, float, bool)):
+        elif not _plain(value):
             raise refuse(f"{key} is {type(value).__name__}, not a plain value")
         options[key] = value
     return options, notes

@@ -28,6 +28,7 @@ import warnings
 from datetime import timedelta
 from pathlib import Path
 
+import lightning as L
 from jsonargparse import ArgumentError
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -50,6 +51,7 @@ from attnzoo.training.preflight import preflight
 # Import the concrete data modules so `class_path: ShapesDataModule` resolves by its short name too.
 import attnzoo.data.modules  # noqa: E402,F401  isort: skip
 
+DEFAULT_MODEL = f"{ImageClassifier.__module__}.{ImageClassifier.__name__}"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 EVALUATING = ("validate", "test", "predict")
 LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
@@ -66,10 +68,13 @@ class AttnzooCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # The model is chosen by class_path (--model attnzoo.detection.Detector); without one it is ImageClassifier,
+        # so classification configs give its options directly (model: {model: eca_r18}).
+        parser.set_defaults({"model": {"class_path": DEFAULT_MODEL}})
         for name in ("num_classes", "class_names"):
-            parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
         # As the plain dict the model's hyper-parameters record (checkpoints are read weights-only).
-        parser.link_arguments("data.preprocessing", "model.preprocessing", compute_fn=Preprocessing.to_dict,
+        parser.link_arguments("data.preprocessing", "model.init_args.preprocessing", compute_fn=Preprocessing.to_dict,
                               apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
@@ -125,15 +130,16 @@ class AttnzooCLI(LightningCLI):
         hparams = self.checkpoint.get("hyper_parameters") or {}
         explicit = policy.explicit_model_options(self.argv, SUBCOMMANDS)
         if "model" in explicit:
-            policy.check_architecture(hparams.get("model"), config.model.model, ckpt_path,
+            policy.check_architecture(hparams.get("model"), config.model.init_args.model, ckpt_path,
                                       "the command line or --config")
         options, notes = policy.model_options_from_checkpoint(
-            hparams, policy.accepted_options(ImageClassifier), explicit, ckpt_path)
+            hparams, policy.accepted_options(_model_class(config)), explicit, ckpt_path)
         for note in notes:
             print(f"attnzoo: {note}", file=sys.stderr)
         if options:
             try:
-                self.config = self.parser.parse_object({subcommand: {"model": options}}, self.config)
+                model = {"class_path": config.model.class_path, "init_args": options}
+                self.config = self.parser.parse_object({subcommand: {"model": model}}, self.config)
             except ArgumentError as err:
                 raise AttnzooError(f"the hyper_parameters of checkpoint {ckpt_path!r} do not fit this version's "
                                    f"options: {' '.join(str(err).split())}") from None
@@ -168,7 +174,7 @@ class AttnzooCLI(LightningCLI):
         check_devices(config.trainer)
         if subcommand == "fit":
             check_outputs(config)
-        model_args = config.model.model_args or {}
+        model_args = config.model.init_args.get("model_args") or {}
         has_weights = bool(config.get("ckpt_path")) or bool(model_args.get("backbone_weights"))
         if subcommand in EVALUATING and not has_weights and config.random_weights:
             print(f"attnzoo: {subcommand} with random weights (--random_weights): the network is untrained.",
@@ -181,7 +187,7 @@ class AttnzooCLI(LightningCLI):
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
-        if self.checkpoint is not None and isinstance(self.model, ImageClassifier):
+        if self.checkpoint is not None and hasattr(self.model, "num_classes"):
             hparams = self.checkpoint.get("hyper_parameters") or {}
             built = f"{self.model.hparams.get('model', type(self.model.model).__name__)}, {self.model.num_classes} classes"
             saved = f"{hparams.get('model')!r}, {hparams.get('num_classes')} classes"
@@ -283,8 +289,9 @@ def default_logger(root: str):
 def make_cli(args: list[str] | None, run: bool = True) -> AttnzooCLI:
     """The CLI object; with ``run=False`` it parses ``args`` (no subcommand) and instantiates without running."""
     return AttnzooCLI(
-        ImageClassifier,
+        L.LightningModule,
         ClassificationDataModule,
+        subclass_mode_model=True,
         subclass_mode_data=True,
         args=args,
         argv=args,
@@ -349,12 +356,22 @@ def _option_error(err: BaseException, command: str) -> AttnzooError:
         group, name = "data", not_accepted[2]
     elif unrecognized:
         group, name = unrecognized[1], unrecognized[2]
-        owners = {"trainer": [Trainer], "model": [ImageClassifier], "data": _subclasses(ClassificationDataModule)}[group]
+        owners = {"trainer": [Trainer], "model": _attnzoo_models(), "data": _subclasses(ClassificationDataModule)}[group]
     else:
         return usage_error(err, command)
     names = {p for cls in owners for p in inspect.signature(cls.__init__).parameters} - {"self", "args", "kwargs"}
     hint = suggest(name, sorted(names), cutoff=0.7, prefix=f"--{group}.")
     return AttnzooError(f"{text}{'.' + hint if hint else ''} (see: attnzoo {command} --help)")
+
+
+def _model_class(config) -> type:
+    """The LightningModule class the parsed config names (the user's choice, already imported by the parser)."""
+    module, _, name = config.model.class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _attnzoo_models() -> list[type]:
+    return [cls for cls in _subclasses(L.LightningModule) if cls.__module__.startswith("attnzoo.")]
 
 
 def _subclasses(cls: type) -> list[type]:

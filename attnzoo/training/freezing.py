@@ -18,6 +18,7 @@ import lightning as L
 from torch import nn
 
 from attnzoo.attention import AttentionModule
+from attnzoo.backbones.frozen import batch_norms
 from attnzoo.errors import AttnzooError
 
 
@@ -30,9 +31,8 @@ def trainable_while_frozen(net: nn.Module, train_head: bool) -> set[int]:
 
 
 def backbone_norms(net: nn.Module) -> list[nn.Module]:
-    """The BatchNorm layers outside the attention modules."""
-    inside = {id(m) for a in net.modules() if isinstance(a, AttentionModule) for m in a.modules()}
-    return [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in inside]
+    """The BatchNorm layers outside the attention modules (those ``norm_eval`` and ``frozen_bn`` fix, too)."""
+    return batch_norms(net, include_attention=False)
 
 
 class BackboneFreeze(L.Callback):

@@ -36,7 +36,7 @@ from attnzoo.registry import config_of, create_model
 from attnzoo.training.legacy import upgrade_checkpoint
 from attnzoo.training.mixing import MixupCutmix
 from attnzoo.training.param_groups import NO_WEIGHT_DECAY_CHOICES, NoWeightDecay, parameter_groups
-from attnzoo.training.schedules import EpochSchedule
+from attnzoo.training.schedules import scheduler_config
 from attnzoo.weights.retrofit import load_backbone_weights
 
 
@@ -230,15 +230,7 @@ class ImageClassifier(L.LightningModule):
         optimizer = (self.optimizer_factory or paper_sgd)(groups)
         if self.lr_scheduler_factory is None:
             return optimizer
-        scheduler = self.lr_scheduler_factory(optimizer)
-        interval = "epoch"
-        if isinstance(scheduler, EpochSchedule):
-            max_epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
-            steps = self.trainer.estimated_stepping_batches
-            steps_per_epoch = steps // max_epochs if max_epochs and steps != float("inf") else 1
-            scheduler.bind(steps_per_epoch, max_epochs)
-            interval = "step"
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler_config(self.lr_scheduler_factory(optimizer), self.trainer)}
 
     def configure_callbacks(self) -> list[L.Callback]:
         """EMA and backbone freezing, when their options are set (they replace callbacks of the same type)."""

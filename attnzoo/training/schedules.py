@@ -7,8 +7,10 @@
 - Exponential per-epoch decay (ECA-MobileNetV2: lr x 0.98 per epoch): ``torch.optim.lr_scheduler.ExponentialLR``
   with ``gamma: 0.98``.
 - Linear warm-up then cosine decay: :class:`WarmupCosineLR`.
+- Detection's "1x" (Mask R-CNN, mmdetection / Detectron): linear warm-up over 500 iterations from 1/3, lr / 10
+  at epochs 8 and 11 of 12: :class:`WarmupMultiStepLR`.
 
-The two classes here are :class:`EpochSchedule` s: :class:`attnzoo.training.ImageClassifier` calls
+The classes here are :class:`EpochSchedule` s: :class:`attnzoo.training.ImageClassifier` calls
 :meth:`EpochSchedule.bind` with the optimizer steps per epoch and steps them every optimizer step, so warm-ups
 are smooth and epoch boundaries exact. Used on their own without ``bind``, one ``step()`` is one epoch.
 """
@@ -57,6 +59,18 @@ class EpochSchedule(LRScheduler):
     def get_lr(self) -> list[float]:
         factor = self.factor(self.last_epoch)
         return [base_lr * factor for base_lr in self.base_lrs]
+
+
+def scheduler_config(scheduler: LRScheduler, trainer) -> dict:
+    """Lightning's ``lr_scheduler`` entry for ``scheduler``: an :class:`EpochSchedule` bound to the trainer's steps
+    per epoch and stepped every optimizer step; any other schedule stepped every epoch."""
+    if not isinstance(scheduler, EpochSchedule):
+        return {"scheduler": scheduler, "interval": "epoch"}
+    max_epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+    steps = trainer.estimated_stepping_batches
+    steps_per_epoch = steps // max_epochs if max_epochs and steps != float("inf") else 1
+    scheduler.bind(steps_per_epoch, max_epochs)
+    return {"scheduler": scheduler, "interval": "step"}
 
 
 class WarmupCosineLR(EpochSchedule):
@@ -128,3 +142,42 @@ class WarmupStepLR(EpochSchedule):
 
     def decay_factor(self, epoch: float) -> float:
         return self.gamma ** (int(epoch + 1e-9) // self.step_size)
+
+
+class WarmupMultiStepLR(EpochSchedule):
+    """``lr x gamma ** (number of milestones passed)``, after a linear warm-up from ``warmup_start_factor x lr``
+    over ``warmup_epochs``, or over ``warmup_iters`` optimizer steps (the detection papers' unit: 1x warms up
+    over 500 iterations from 1/3, then divides by 10 at epochs 8 and 11 of 12)."""
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        milestones: list[int] = (8, 11),
+        gamma: float = 0.1,
+        warmup_epochs: float = 0.0,
+        warmup_iters: int | None = None,
+        warmup_start_factor: float = 1 / 3,
+        last_epoch: int = -1,
+    ):
+        milestones = sorted(milestones)
+        if warmup_iters is not None and (warmup_iters < 1 or warmup_epochs):
+            raise AttnzooError(f"WarmupMultiStepLR takes warmup_iters >= 1 or warmup_epochs, not both; got "
+                               f"{warmup_iters} and {warmup_epochs}.")
+        self.warmup_iters = warmup_iters
+        if not milestones or milestones[0] < 1 or not 0 < gamma <= 1:
+            raise AttnzooError(f"WarmupMultiStepLR needs milestones >= 1 and gamma in (0, 1]; got {list(milestones)} "
+                               f"and {gamma}.")
+        self.milestones, self.gamma = milestones, gamma
+        # Unbound, one step is one epoch, so warmup_iters epochs are warmup_iters steps until bind() says more.
+        super().__init__(optimizer, warmup_iters or warmup_epochs, warmup_start_factor, last_epoch)
+
+    def bind(self, steps_per_epoch: int, max_epochs: int | None) -> None:
+        super().bind(steps_per_epoch, max_epochs)
+        if self.warmup_iters is not None:
+            self.warmup_epochs = self.warmup_iters / self.steps_per_epoch
+
+    def warmup_factor(self, epoch: float) -> float:
+        return self.warmup_start_factor + (1 - self.warmup_start_factor) * epoch / self.warmup_epochs
+
+    def decay_factor(self, epoch: float) -> float:
+        return self.gamma ** sum(epoch + 1e-9 >= m for m in self.milestones)

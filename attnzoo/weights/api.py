@@ -14,7 +14,7 @@ from torch import nn
 from attnzoo.errors import AttnzooError, unknown
 from attnzoo.files import (cannot_write, check_writable, move_into, remove_stale, reporting_write_errors,
                            staging_folder)
-from attnzoo.registry import MODELS, get_spec
+from attnzoo.registry import FEATURE_OPTIONS, MODELS, feature_options, get_spec
 from attnzoo.weights import hub
 from attnzoo.weights.card import render_card
 from attnzoo.weights.releases import BACKBONE_ONLY, release_of
@@ -216,7 +216,7 @@ def verify(resolved: ResolvedWeights) -> None:
 
 
 def load(source: str, num_classes: int | None = None, revision: str | None = None, device: str | torch.device = "cpu",
-         strict: bool = True) -> nn.Module:
+         strict: bool = True, features_only: bool = False, **features) -> nn.Module:
     """Load attnzoo weights and return the model, in eval mode, on ``device``.
 
     Args:
@@ -227,11 +227,18 @@ def load(source: str, num_classes: int | None = None, revision: str | None = Non
         revision: a branch, tag or commit of a Hub repo (same as ``@REVISION``).
         device: where the model goes.
         strict: with ``False``, missing or unexpected keys are logged instead of refused.
+        features_only: return the multi-scale features network of the loaded model (its head dropped, and
+            said so in a warning); it takes ``out_indices``, ``frozen_stages``, ``norm_eval``, ``frozen_bn``
+            as ``attnzoo.create_model`` does.
 
     The model carries its :class:`~attnzoo.registry.ModelConfig` as ``model.config``, with the
     ``preprocessing`` (input size, interpolation, crop fraction, mean, std) and ``class_names`` (config.json's
     ``label_names``) the weights were trained with.
     """
+    options = feature_options(features_only, features)  # what remains in features is not an option of load
+    if features:
+        raise AttnzooError(f"load() has no option {', '.join(map(repr, features))}; with features_only it takes "
+                           f"{', '.join(FEATURE_OPTIONS)}.")
     resolved = resolve(source, revision)
     verify(resolved)
     cfg = read_config(resolved.config_path, resolved.label)
@@ -240,6 +247,10 @@ def load(source: str, num_classes: int | None = None, revision: str | None = Non
                            f"index records {resolved.record.architecture!r} for {resolved.record.name!r}.")
     state_dict = read_weights(resolved.weights_path)
     model = build_model(cfg, state_dict, num_classes=num_classes, strict=strict, what=f"the weights of {resolved.label}")
+    if features_only:
+        from attnzoo.backbones.features import features_of
+
+        model = features_of(model, **options)
     return model.to(device).eval()
 
 

@@ -33,7 +33,8 @@ def _export(ckpt: str, out: Path, repo_id: str | None, license: str, datasets: l
 
 def export_command(source: str, *, out: str, format: str = "safetensors", opset: int | None = None,
                    fold_preprocessing: bool = False, check: bool = True, license: str = "apache-2.0",
-                   datasets: list[str] | None = None, overwrite: bool = False) -> None:
+                   datasets: list[str] | None = None, overwrite: bool = False, features_only: bool = False,
+                   out_indices: list[int] | None = None) -> None:
     """Export a model: attnzoo weights (a Lightning checkpoint as safetensors + config.json + model card), an
     ONNX file checked in onnxruntime, or a torch.export program; see docs/deploy.md.
 
@@ -52,16 +53,20 @@ def export_command(source: str, *, out: str, format: str = "safetensors", opset:
         license: the license in the model card (safetensors).
         datasets: dataset ids for the model card, e.g. [imagenet-1k] (safetensors).
         overwrite: replace what is at --out.
+        features_only: export the backbone's multi-scale feature maps instead of the logits, one output per
+            map named stage<i> (onnx and pt2); the head is dropped.
+        out_indices: the stages whose maps to export with --features-only, e.g. [1,2,3,4] (default: strides
+            4, 8, 16, 32).
     """
     from attnzoo.export.command import export_deployable
 
     if format != "safetensors":
         export_deployable(source, out=out, format=format, opset=opset, fold_preprocessing=fold_preprocessing,
-                          check=check, overwrite=overwrite)
+                          check=check, overwrite=overwrite, features_only=features_only, out_indices=out_indices)
         return
-    if opset is not None or fold_preprocessing:
-        raise AttnzooError("--opset and --fold-preprocessing apply to --format onnx (and pt2 for "
-                           "--fold-preprocessing), not to safetensors weights.")
+    if opset is not None or fold_preprocessing or features_only or out_indices is not None:
+        raise AttnzooError("--opset, --fold-preprocessing, --features-only and --out_indices apply to --format onnx "
+                           "(and pt2, except --opset), not to safetensors weights.")
     out_dir, info = _export(source, Path(out), None, license, datasets, overwrite)
     print(f"wrote {info['architecture']} ({info['num_classes']} classes, {info['weights']} weights) to {out_dir}")
 
@@ -179,4 +184,5 @@ convert_command.cli_aliases = {"--from": "--source", "--overwrite": "--overwrite
 push_command.cli_aliases = {"--private": "--private=true"}
 evaluate_command.cli_aliases = {"--overwrite": "--overwrite=true"}
 export_command.cli_aliases = {"--overwrite": "--overwrite=true",
-                              "--fold-preprocessing": "--fold_preprocessing=true"}
+                              "--fold-preprocessing": "--fold_preprocessing=true",
+                              "--features-only": "--features_only=true"}
