@@ -10,6 +10,7 @@ from attnzoo.errors import AttnzooError
 EXTRAS = {
     "viz": ("matplotlib", "captum"),
     "export": ("onnx", "onnxscript", "onnxruntime"),
+    "stats": ("scipy",),
 }
 
 

@@ -69,6 +69,10 @@ def compare_command(
         raise AttnzooError("--submit submits a SLURM job array: add --launcher slurm.")
     if report and (task is not None or submit):
         raise AttnzooError("--report only writes the report; give it without --task or --submit.")
+    if task is None and (report or launcher == "local"):
+        from attnzoo.extras import require
+
+        require("stats", "attnzoo compare's report (t-intervals)")  # before hours of training, not after
     if opened is None:
         opened = create_or_continue(out, recipe, models, seeds)
 

@@ -31,13 +31,13 @@ RECIPE_FILE = "recipe.yaml"
 FORMAT = 1
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """``path`` holds its old complete text or the new one, never a part: written beside it, synced, renamed."""
+def write_atomically(path: Path, content: str | bytes) -> None:
+    """``path`` holds its old complete content or the new one, never a part: written beside it, synced, renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content.encode() if isinstance(content, str) else content)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(partial, 0o666 & ~_umask())
@@ -136,7 +136,7 @@ def recipe_notes(recipe: dict, path: str) -> list[str]:
     model = (recipe.get("model") or {}).get("model") if isinstance(recipe.get("model"), dict) else None
     if model:
         notes.append(f"{path} names model {model!r}; the --models list wins: each run trains its own model.")
-    if recipe.get("seed_everything") not in (None, True, False):
+    if recipe.get("seed_everything") is not None and not isinstance(recipe["seed_everything"], bool):
         notes.append(f"{path} sets seed_everything {recipe['seed_everything']}; --seeds wins: run k uses seed k.")
     trainer = recipe.get("trainer") if isinstance(recipe.get("trainer"), dict) else {}
     if trainer.get("default_root_dir"):
@@ -213,7 +213,7 @@ def create_or_continue(folder: str | os.PathLike, recipe_path: str, models, seed
             study.save()
         return study
     folder.mkdir(parents=True, exist_ok=True)
-    write_atomically(folder / RECIPE_FILE, data.decode())
+    write_atomically(folder / RECIPE_FILE, data)
     study = Study(folder, sha, models, seeds, str(recipe_path))
     study.save()
     return study
