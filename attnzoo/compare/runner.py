@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -26,6 +27,8 @@ from attnzoo.compare.results import read_result
 from attnzoo.compare.study import Run, Study, write_json
 
 LOG_TAIL_CHARS = 2000
+# A fit ended by a signal (SIGTERM saves its step first; SIGINT, SIGKILL) was stopped, not failed: continue it.
+STOPPED = {128 + signal.SIGTERM, 128 + signal.SIGINT, -signal.SIGTERM, -signal.SIGINT, -signal.SIGKILL}
 
 
 def fit_command(study: Study, run: Run) -> list[str]:
@@ -91,11 +94,12 @@ def _tail(path: Path) -> str:
 
 
 def _error_line(log_tail: str) -> str:
-    """The line that says what went wrong: attnzoo's own one-line error, else the last line of a traceback."""
-    lines = [line.strip() for line in log_tail.splitlines() if line.strip()]
+    """The line that says what went wrong: attnzoo's own one-line error, else the last line of a traceback.
+    (A progress bar redraws with carriage returns: those end lines too.)"""
+    lines = [line.strip() for line in re.split(r"[\r\n]+", log_tail) if line.strip()]
     for line in reversed(lines):
-        if line.startswith("attnzoo: error:"):
-            return line
+        if "attnzoo: error:" in line:
+            return line[line.index("attnzoo: error:"):]
     return lines[-1] if lines else "no output"
 
 
@@ -152,6 +156,8 @@ def finish(started: Started, returncode: int) -> dict:
         else:
             write_json(run.folder / "result.json", result)
             status["state"] = "finished"
+    elif returncode in STOPPED:
+        status["state"] = "interrupted"
     else:
         status["error"] = _error_line(_tail(run.folder / "fit.log"))
     write_json(run.folder / "status.json", status)
@@ -237,6 +243,8 @@ def _report_end(item: Started, status: dict, progress: Progress, parallel: int, 
         result = item.run.result() or {}
         top1 = result.get("final", {}).get("top1")
         what = f"finished in {elapsed}" + (f", final val top-1 {100 * top1:.2f}%" if top1 is not None else "")
+    elif status["state"] == "interrupted":
+        what = f"stopped after {elapsed}; last.ckpt holds its last step"
     else:
         progress.failed += 1
         what = f"FAILED after {elapsed} (exit {status['returncode']}): {status.get('error', '')}"
