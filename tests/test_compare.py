@@ -115,6 +115,21 @@ def test_a_folder_that_is_not_a_study_is_not_written_into(capsys, tmp_path, reci
     assert "not a study folder" in err
 
 
+def test_a_run_finished_by_another_process_is_not_started_again(tmp_path, recipe):
+    from attnzoo.compare import runner
+
+    study = create_or_continue(tmp_path / "s", str(recipe), ["r18", "se_r18"], 2)
+    run = study.runs()[0]
+    assert runner.state(run) == "pending"
+    # Another `attnzoo compare` (a second shell, an array task) finished it after this one listed its runs.
+    write_json(run.folder / "status.json", {"state": "finished", "returncode": 0})
+    assert runner.start(study, run) is None
+    assert not (run.folder / "fit.log").exists()
+    # A run whose fit died without a word (SIGKILL) is interrupted: its lock is free, its status says running.
+    write_json(run.folder / "status.json", {"state": "running", "pid": 1})
+    assert runner.state(run) == "interrupted"
+
+
 # ---- statistics -------------------------------------------------------------------------------------------------
 
 

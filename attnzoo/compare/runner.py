@@ -128,10 +128,13 @@ class Progress:
 
 
 def start(study: Study, run: Run, env: dict | None = None) -> Started | None:
-    """Start the fit of ``run`` unless a live fit holds its folder. Its output goes to ``fit.log`` (appended:
+    """Start the fit of ``run`` unless a live fit holds its folder or it has finished. Its output goes to ``fit.log`` (appended:
     a resumed run keeps the log of its first part)."""
     lock_fd = _lock(run)
     if lock_fd is None:
+        return None
+    if run.status().get("state") == "finished":  # by another process, since this one made its list
+        os.close(lock_fd)
         return None
     resumed = run.last_checkpoint.exists()
     log = open(run.folder / "fit.log", "ab")
@@ -210,7 +213,11 @@ def run_local(study: Study, parallel: int = 1, log=print) -> dict[str, int]:
                 run = todo.pop(0)
                 started = start(study, run, env)
                 if started is None:
-                    progress.line(f"[{run.label}] running in another process; left to it")
+                    if state(run) == "finished":
+                        progress.done += 1
+                        progress.line(f"[{run.label}] finished by another process")
+                    else:
+                        progress.line(f"[{run.label}] running in another process; left to it")
                     continue
                 live.append(started)
                 how = "resuming from last.ckpt" if started.resumed else "starting"
@@ -277,7 +284,7 @@ def run_task(study: Study, index: int, log=print) -> int:
         return subprocess.call(fit_command(study, run), stdin=subprocess.DEVNULL)
     started = start(study, run)
     if started is None:
-        log(f"[{run.label}] running in another process; left to it")
+        log(f"[{run.label}] {'already finished' if state(run) == 'finished' else 'running in another process; left to it'}")
         return 0
     log(f"[task {index}] {run.label}: {'resuming from last.ckpt' if started.resumed else 'starting'}")
     status = finish(started, started.process.wait())
