@@ -135,6 +135,8 @@ def _runs_cell(counts: dict) -> str:
 def markdown(report: dict) -> str:
     study, setting = report["study"], report["setting"] or {}
     size = "x".join(map(str, (setting.get("input_size") or [0, 0, 0])[1:]))
+    flops = [row["cost"]["flops"] for row in report["models"] if row["cost"].get("flops")]
+    unit, scale = ("GFLOPs", 1e9) if flops and max(flops) >= 1e9 else ("MFLOPs", 1e6)
     lines = [
         f"Recipe `{study['recipe_source']}` (sha256 {study['recipe_sha256'][:12]}), {study['seeds']} seeds per model "
         "(0 to {}). Validation top-1 / top-5 in %: mean ± standard deviation over the finished runs "
@@ -142,7 +144,7 @@ def markdown(report: dict) -> str:
         "validation top-1 (chosen on the data it is measured on, so optimistic).".format(study["seeds"] - 1),
         "",
         "| model | runs | final top-1 | final top-5 | best-epoch top-1 | best-epoch top-5 | final top-1 − plain, "
-        f"paired | params | GFLOPs @{size} | train img/s | peak train MB |",
+        f"paired | params | {unit} @{size} | train img/s | peak train MB |",
         "|---|---|---|---|---|---|---|---:|---:|---:|---:|",
     ]
     for row in report["models"]:
@@ -159,7 +161,7 @@ def markdown(report: dict) -> str:
         lines.append(
             f"| `{row['model']}` | {_runs_cell(row['runs'])} | {_interval(row['final_top1'])} | "
             f"{_interval(row['final_top5'])} | {_interval(row['best_top1'])} | {_interval(row['best_top5'])} | {diff} | "
-            f"{cost['params'] / 1e6:.2f}M | {cost['flops'] / 1e9:.4f} | "
+            f"{cost['params'] / 1e6:.2f}M | {cost['flops'] / scale:.{3 if scale == 1e9 else 1}f} | "
             f"{'-' if speed is None else f'{speed:.0f}'} | {'-' if memory is None else f'{memory / 2**20:.0f}'} |"
             if cost.get("params") is not None else
             f"| `{row['model']}` | {_runs_cell(row['runs'])} | {_interval(row['final_top1'])} | "
