@@ -60,9 +60,11 @@ def one_line_error(capsys, *argv) -> str:
     with pytest.raises(SystemExit) as exit_info:
         main(["compare", *argv])
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("attnzoo: error: ") and "\n" not in err, err
-    return err
+    lines = capsys.readouterr().err.strip().splitlines()
+    # The error is one line; before it may stand the recipe's notes ("the --models list wins"), never a traceback.
+    assert lines and lines[-1].startswith("attnzoo: error: "), lines
+    assert all(line.startswith("attnzoo: ") and "error" not in line for line in lines[:-1]), lines
+    return lines[-1]
 
 
 # ---- bad input: one line, nothing written --------------------------------------------------------------------
@@ -128,6 +130,24 @@ def test_a_run_finished_by_another_process_is_not_started_again(tmp_path, recipe
     # A run whose fit died without a word (SIGKILL) is interrupted: its lock is free, its status says running.
     write_json(run.folder / "status.json", {"state": "running", "pid": 1})
     assert runner.state(run) == "interrupted"
+
+
+def test_seeds_are_added_to_a_study_never_removed(capsys, tmp_path, recipe):
+    folder = tmp_path / "s"
+    create_or_continue(folder, str(recipe), ["r18", "se_r18"], 3)
+    err = one_line_error(capsys, str(folder), "--seeds", "2", "--report")
+    assert "has 3 seeds" in err and "never removed" in err
+    assert open_study(folder).seeds == 3
+
+
+def test_submit_without_sbatch_keeps_the_script_and_says_where_it_is(capsys, tmp_path, recipe, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-slurm-here"))
+    folder = tmp_path / "s"
+    err = one_line_error(capsys, "--models", "r18", "se_r18", "--config", str(recipe), "--out", str(folder),
+                         "--launcher", "slurm", "--submit")
+    assert "sbatch is not on this machine's PATH" in err
+    script = folder / "slurm" / "compare.sbatch"
+    assert f"sbatch {script}" in err and "#SBATCH --array=0-5" in script.read_text()
 
 
 # ---- statistics -------------------------------------------------------------------------------------------------

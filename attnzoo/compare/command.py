@@ -6,7 +6,7 @@ import sys
 from typing import Literal
 
 from attnzoo.compare import runner
-from attnzoo.compare.study import create_or_continue, open_study
+from attnzoo.compare.study import DEFAULT_SEEDS, add_seeds, create_or_continue, open_study
 from attnzoo.errors import AttnzooError
 
 
@@ -15,7 +15,7 @@ def compare_command(
     *,
     models: list[str] | None = None,
     recipe: str | None = None,
-    seeds: int = 3,
+    seeds: int | None = None,
     out: str | None = None,
     parallel: int = 1,
     launcher: Literal["local", "slurm"] = "local",
@@ -39,7 +39,8 @@ def compare_command(
             others are compared with, seed by seed.
         recipe: the training recipe (--config FILE), e.g. configs/quickstart.yaml; its own model and seed are
             replaced by each run's.
-        seeds: runs per model, seeds 0..N-1 (at least 2: an interval needs them).
+        seeds: runs per model, seeds 0..N-1 (at least 2: an interval needs them); 3 for a new study. Given with a
+            study folder: more seeds for it (seeds are added, never removed).
         out: the study folder to create (or to continue, with the same recipe and models).
         parallel: local fits at once (each gets its share of the CPU threads).
         launcher: local runs the fits here; slurm writes DIR/slurm/compare.sbatch, a job array with one task per run.
@@ -54,6 +55,8 @@ def compare_command(
                            "--out to start one, not both.")
     if study is not None:
         opened = open_study(study)
+        if seeds is not None:
+            opened = add_seeds(opened, seeds)
     elif models or recipe or out:
         missing = [flag for flag, value in (("--models", models), ("--config", recipe), ("--out", out)) if not value]
         if missing:
@@ -74,7 +77,7 @@ def compare_command(
 
         require("stats", "attnzoo compare's report (t-intervals)")  # before hours of training, not after
     if opened is None:
-        opened = create_or_continue(out, recipe, models, seeds)
+        opened = create_or_continue(out, recipe, models, DEFAULT_SEEDS if seeds is None else seeds)
 
     if task is not None:
         raise SystemExit(runner.run_task(opened, task))

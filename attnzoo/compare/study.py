@@ -29,6 +29,7 @@ from attnzoo.registry import MODELS, get_spec
 STUDY_FILE = "study.json"
 RECIPE_FILE = "recipe.yaml"
 FORMAT = 1
+DEFAULT_SEEDS = 3
 
 
 def write_atomically(path: Path, content: str | bytes) -> None:
@@ -180,6 +181,18 @@ def open_study(folder: str | os.PathLike) -> Study:
                            "--models ... --config RECIPE --out DIR.")
     return Study(folder, record["recipe_sha256"], list(record["models"]), int(record["seeds"]),
                  record.get("recipe_source", ""))
+
+
+def add_seeds(study: Study, seeds: int) -> Study:
+    """The study with ``seeds`` seeds per model: more are added; fewer would drop runs, and are refused."""
+    check_seeds(seeds)
+    if seeds < study.seeds:
+        raise AttnzooError(f"--seeds {seeds}: {study.folder} has {study.seeds} seeds per model; seeds are added to "
+                           "a study, never removed (the report uses every finished run).")
+    if seeds > study.seeds:
+        study = dataclasses.replace(study, seeds=seeds)
+        study.save()
+    return study
 
 
 def create_or_continue(folder: str | os.PathLike, recipe_path: str, models, seeds: int) -> Study:
