@@ -58,8 +58,9 @@ def measured_costs(study: Study, setting: dict, log=print) -> dict | None:
     """Training images/s and peak training memory per model from the bench (kept in DIR/bench.json), or None
     when the runs' batch size is unknown."""
     cached = read_json(study.folder / "bench.json")
-    if cached is not None and sorted(cached.get("models", [])) == sorted(study.models):
-        return cached
+    if cached is not None and sorted(cached.get("models", [])) == sorted(study.models) and all(
+            (cached["per_model"].get(name) or {}).get("train_images_per_s") for name in study.models):
+        return cached  # measured before, every model: a model that failed then is measured again now
     if not setting.get("batch_size"):
         return None
     from attnzoo import bench

@@ -156,17 +156,16 @@ def markdown(report: dict) -> str:
         else:
             diff = f"{d['mean']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}]"
         cost = row["cost"]
-        speed = cost.get("train_images_per_s")
-        memory = cost.get("peak_train_memory_bytes")
+        cells = [
+            "-" if cost.get("params") is None else f"{cost['params'] / 1e6:.2f}M",
+            "-" if cost.get("flops") is None else f"{cost['flops'] / scale:.{3 if scale == 1e9 else 1}f}",
+            "-" if cost.get("train_images_per_s") is None else f"{cost['train_images_per_s']:.0f}",
+            "-" if cost.get("peak_train_memory_bytes") is None else f"{cost['peak_train_memory_bytes'] / 2**20:.0f}",
+        ]
         lines.append(
             f"| `{row['model']}` | {_runs_cell(row['runs'])} | {_interval(row['final_top1'])} | "
             f"{_interval(row['final_top5'])} | {_interval(row['best_top1'])} | {_interval(row['best_top5'])} | {diff} | "
-            f"{cost['params'] / 1e6:.2f}M | {cost['flops'] / scale:.{3 if scale == 1e9 else 1}f} | "
-            f"{'-' if speed is None else f'{speed:.0f}'} | {'-' if memory is None else f'{memory / 2**20:.0f}'} |"
-            if cost.get("params") is not None else
-            f"| `{row['model']}` | {_runs_cell(row['runs'])} | {_interval(row['final_top1'])} | "
-            f"{_interval(row['final_top5'])} | {_interval(row['best_top1'])} | {_interval(row['best_top5'])} | {diff} "
-            "| - | - | - | - |")
+            + " | ".join(cells) + " |")
     lines.append("")
     lines += [f"- {s}" for s in report["sentences"]]
     if report["failed_runs"]:
