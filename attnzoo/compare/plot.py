@@ -8,6 +8,13 @@ from attnzoo.bench.plot import COLORS
 
 
 def _panel(ax, rows: list[dict], cost_of, xlabel: str) -> None:
+    costs = [cost_of(row) for row in rows if cost_of(row) and row["final_top1"]["mean"] is not None]
+    if costs and max(costs) > 3 * min(costs):
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+        ax.set_xscale("log")  # GAM costs several times the others: a linear axis would stack them in one spot
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     for row in rows:
         summary, cost = row["final_top1"], cost_of(row)
         if summary["mean"] is None or cost is None:
@@ -45,7 +52,10 @@ def draw(report: dict):
         _panel(axes[1], rows, lambda r: r["cost"].get("train_images_per_s"), "training images/s (attnzoo bench)")
         axes[1].invert_xaxis()  # costlier to the right in both panels
     study = report["study"]
+    finished = sum(row["runs"]["finished"] for row in rows)
+    total = len(rows) * study["seeds"]
+    status = "" if finished == total else f" - PARTIAL: {finished} of {total} runs finished"
     figure.suptitle(f"{study['recipe_source']}: mean and 95% t-interval over up to {study['seeds']} seeds "
-                    "(dots: single runs; hollow: one run, no interval)", fontsize=9, x=0.01, ha="left")
+                    f"(dots: single runs; hollow: one run, no interval){status}", fontsize=9, x=0.01, ha="left")
     figure.tight_layout(rect=(0, 0, 1, 0.94))
     return figure
