@@ -227,6 +227,19 @@ def test_report_averages_finished_runs_only_and_names_failed_ones(tmp_path, reci
     assert Path(paths["png"]).stat().st_size > 0
 
 
+def test_the_docs_comparison_is_its_reports_own_table_and_says_when_it_is_partial():
+    from attnzoo.compare.report import markdown
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    report = json.loads((docs / "compare" / "report.json").read_text())
+    page = (docs / "compare.md").read_text()
+    assert markdown(report).strip() in page, "stale: python docs/make_comparison.py --study STUDY --report"
+    finished = sum(row["runs"]["finished"] for row in report["models"])
+    total = len(report["models"]) * report["study"]["seeds"]
+    assert (f"Partial: {finished} of {total} runs finished" in page) == (finished < total)
+    assert report["study"]["models"] == ["r18", "se_r18", "eca_r18", "gct_r18", "gc_r18", "cbam_r18", "gam_r18"]
+
+
 # ---- end to end ------------------------------------------------------------------------------------------------
 
 

@@ -179,7 +179,9 @@ def markdown(report: dict) -> str:
         lines.append(f"Throughput and peak memory: one training step (forward, backward, SGD) at batch "
                      f"{config['batch_sizes'][0]}, {config['compile'][0]}, measured by attnzoo bench on "
                      f"{machine['cpu'] if machine['device'] == 'cpu' else machine.get('gpu')} ({machine['device']}, "
-                     f"torch {machine['torch']}, {machine['date']}); memory: {report['bench']['memory_method']}.")
+                     f"{machine['torch_threads']} torch thread(s), torch {machine['torch']}, {machine['date']}"
+                     + (f", load average {machine['load_average'][0]:.1f}" if machine.get("load_average") else "")
+                     + f"); memory: {report['bench']['memory_method']}.")
     return "\n".join(lines) + "\n"
 
 
