@@ -240,6 +240,21 @@ def test_the_docs_comparison_is_its_reports_own_table_and_says_when_it_is_partia
     assert report["study"]["models"] == ["r18", "se_r18", "eca_r18", "gct_r18", "gc_r18", "cbam_r18", "gam_r18"]
 
 
+def test_the_commands_docs_compare_md_shows_use_real_options():
+    import inspect
+
+    from attnzoo.compare.command import compare_command
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "compare.md").read_text().replace("\\\n", " ")
+    commands = [line.strip() for line in page.splitlines() if line.strip().startswith("attnzoo compare ")]
+    assert len(commands) >= 2
+    accepted = {f"--{name}" for name in inspect.signature(compare_command).parameters}
+    accepted |= set(compare_command.cli_aliases)
+    for line in commands:
+        used = set(re.findall(r"(?<![\w-])(--[a-z_]+)", line.split("`")[0]))
+        assert used <= accepted, (line, used - accepted)
+
+
 # ---- end to end ------------------------------------------------------------------------------------------------
 
 
