@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Literal
 
 from attnzoo.compare import runner
@@ -55,8 +56,6 @@ def compare_command(
                            "--out to start one, not both.")
     if study is not None:
         opened = open_study(study)
-        if seeds is not None:
-            opened = add_seeds(opened, seeds)
     elif models or recipe or out:
         missing = [flag for flag, value in (("--models", models), ("--config", recipe), ("--out", out)) if not value]
         if missing:
@@ -78,6 +77,8 @@ def compare_command(
         require("stats", "attnzoo compare's report (t-intervals)")  # before hours of training, not after
     if opened is None:
         opened = create_or_continue(out, recipe, models, DEFAULT_SEEDS if seeds is None else seeds)
+    elif seeds is not None:
+        opened = add_seeds(opened, seeds)
 
     if task is not None:
         raise SystemExit(runner.run_task(opened, task))
@@ -105,7 +106,7 @@ def _write_report(study, bench: bool) -> None:
     from attnzoo.compare.report import write_report
 
     paths = write_report(study, bench=bench)
-    print(open(paths["md"]).read())
+    print(Path(paths["md"]).read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
