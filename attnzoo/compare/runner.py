@@ -227,12 +227,10 @@ def run_local(study: Study, parallel: int = 1, log=print) -> dict[str, int]:
             for item in [item for item in live if item.process.poll() is not None]:
                 live.remove(item)
                 _report_end(item, finish(item, item.process.returncode), progress, parallel, len(todo) + len(live))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C reached the fits too (same terminal): each saves its step and ends
         stop(signal.SIGINT, None)
         for item in live:
-            item.process.wait()
-            finish(item, item.process.returncode)
-        raise
+            finish(item, item.process.wait())
     finally:
         signal.signal(signal.SIGTERM, previous)
     if stopping:
