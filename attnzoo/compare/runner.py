@@ -114,17 +114,20 @@ class Started:
 
 @dataclass
 class Progress:
-    """What the progress lines count: runs of the study, how they ended, how long the finished ones took."""
+    """What the progress lines count. Finished and failed runs are counted in the study folder at each line,
+    since other processes (a second shell, array tasks) finish runs too; durations are this process's own."""
 
-    total: int
-    done: int = 0
-    failed: int = 0
+    runs: list[Run]
     durations: list[float] = field(default_factory=list)
     log: object = print
 
     def line(self, text: str) -> None:
         if self.log:
             self.log(text, flush=True) if self.log is print else self.log(text)
+
+    def counts(self) -> tuple[int, int]:
+        states = [state(run) for run in self.runs]
+        return states.count("finished"), states.count("failed")
 
 
 def start(study: Study, run: Run, env: dict | None = None) -> Started | None:
@@ -184,18 +187,18 @@ def run_local(study: Study, parallel: int = 1, log=print) -> dict[str, int]:
     SIGTERM or Ctrl-C stops the fits (each saves its current step to ``last.ckpt``); the next call continues.
     """
     runs = study.runs()
-    progress = Progress(total=len(runs), log=log)
+    progress = Progress(runs, log=log)
     todo = []
     for run in runs:
         current = state(run)
         if current == "finished":
-            progress.done += 1
-        elif current == "running":
+            continue
+        if current == "running":
             progress.line(f"[{run.label}] running in another process (pid {run.status().get('pid')}); left to it")
         else:
             todo.append(run)
     progress.line(f"study {study.folder}: {len(runs)} runs ({len(study.models)} models x {study.seeds} seeds), "
-                  f"{progress.done} finished, {len(todo)} to run, {parallel} at a time")
+                  f"{progress.counts()[0]} finished, {len(todo)} to run, {parallel} at a time")
     env = _child_env(parallel)
     live: list[Started] = []
     stopping = []
@@ -214,14 +217,13 @@ def run_local(study: Study, parallel: int = 1, log=print) -> dict[str, int]:
                 started = start(study, run, env)
                 if started is None:
                     if state(run) == "finished":
-                        progress.done += 1
                         progress.line(f"[{run.label}] finished by another process")
                     else:
                         progress.line(f"[{run.label}] running in another process; left to it")
                     continue
                 live.append(started)
                 how = "resuming from last.ckpt" if started.resumed else "starting"
-                progress.line(f"[{progress.done + progress.failed + len(live)}/{progress.total}] {run.label}: {how} "
+                progress.line(f"[run {runs.index(run) + 1}/{len(runs)}] {run.label}: {how} "
                               f"(log: {run.folder / 'fit.log'})")
             time.sleep(0.2)
             for item in [item for item in live if item.process.poll() is not None]:
@@ -243,7 +245,6 @@ def run_local(study: Study, parallel: int = 1, log=print) -> dict[str, int]:
 def _report_end(item: Started, status: dict, progress: Progress, parallel: int, remaining: int) -> None:
     elapsed = _duration(status["seconds"])
     if status["state"] == "finished":
-        progress.done += 1
         progress.durations.append(status["seconds"])
         result = item.run.result() or {}
         top1 = result.get("final", {}).get("top1")
@@ -251,14 +252,13 @@ def _report_end(item: Started, status: dict, progress: Progress, parallel: int, 
     elif status["state"] == "interrupted":
         what = f"stopped after {elapsed}; last.ckpt holds its last step"
     else:
-        progress.failed += 1
         what = f"FAILED after {elapsed} (exit {status['returncode']}): {status.get('error', '')}"
     eta = ""
     if progress.durations and remaining:
         mean = sum(progress.durations) / len(progress.durations)
         eta = f", about {_duration(mean * remaining / parallel)} to go"
-    progress.line(f"[{item.run.label}] {what} | study: {progress.done}/{progress.total} finished, "
-                  f"{progress.failed} failed{eta}")
+    finished, failed = progress.counts()
+    progress.line(f"[{item.run.label}] {what} | study: {finished}/{len(progress.runs)} finished, {failed} failed{eta}")
 
 
 def run_task(study: Study, index: int, log=print) -> int:
@@ -286,7 +286,6 @@ def run_task(study: Study, index: int, log=print) -> int:
         return 0
     log(f"[task {index}] {run.label}: {'resuming from last.ckpt' if started.resumed else 'starting'}")
     status = finish(started, started.process.wait())
-    progress = Progress(total=len(runs), log=log)
-    progress.done = sum(state(r) == "finished" for r in runs) - (status["state"] == "finished")
+    progress = Progress(runs, log=log)
     _report_end(started, status, progress, 1, 0)
     return 0 if status["state"] == "finished" else status["returncode"] or 1
