@@ -83,7 +83,15 @@ class GCT(AttentionModule):
         nn.init.zeros_(self.gamma)
         nn.init.zeros_(self.beta)
 
+    def gate_for(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        return self._gate(x)
+
     def attend(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apply_gate(x, self._gate(x))
+
+    def _gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The [B, C, 1, 1] gate 1 + tanh(γ · ŝ + β), in x's dtype."""
         eps = self.epsilon
         acc = torch.promote_types(x.dtype, torch.float32)  # at least float32, float64 stays float64
         if self.mode == "l2":
@@ -98,7 +106,7 @@ class GCT(AttentionModule):
             embedding = total * self.alpha
             normalizer = 1.0 / (embedding.abs().mean(dim=1, keepdim=True) + eps)
         gate = 1.0 + torch.tanh(self.gamma * (embedding * normalizer) + self.beta)
-        return self.apply_gate(x, self.channel_gate(gate.to(x.dtype)))
+        return self.channel_gate(gate.to(x.dtype))
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, mode={self.mode!r}, epsilon={self.epsilon}, after_relu={self.after_relu}"
