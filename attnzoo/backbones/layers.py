@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,8 +25,9 @@ class _GatedConvolution(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, gate, weight, bias, stride, padding, dilation, groups):
         device_type = x.device.type
-        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
-        with torch.autocast(device_type, enabled=False):
+        autocasts = torch.amp.is_autocast_available(device_type)  # not on "meta" (FLOP counting)
+        dtype = torch.get_autocast_dtype(device_type) if autocasts and torch.is_autocast_enabled(device_type) else None
+        with torch.autocast(device_type, enabled=False) if autocasts else contextlib.nullcontext():
             gated = x * gate
             if dtype is not None:
                 gated, weight_used = gated.to(dtype), weight.to(dtype)
