@@ -326,7 +326,8 @@ def _saved_bytes_for_backward(module: torch.nn.Module, x: torch.Tensor, compiled
 def _gated_conv(channels: int, **conv):
     from attnzoo.backbones.layers import GatedConv2d
 
-    return randomize(GatedConv2d(channels, channels, conv.pop("kernel_size", 1), bias=False, gate=GCT(channels), **conv))
+    kernel_size, bias = conv.pop("kernel_size", 1), conv.pop("bias", False)
+    return randomize(GatedConv2d(channels, channels, kernel_size, bias=bias, gate=GCT(channels), **conv))
 
 
 def _saved_fraction(compiled: bool, layer: torch.nn.Module) -> float:
@@ -349,14 +350,14 @@ def test_compiled_gated_convolution_keeps_its_input_not_the_gated_copy():
 
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("conv", [{"kernel_size": 3, "padding": 1, "stride": 2},
-                                  {"kernel_size": 3, "padding": 1, "groups": 4}, {"kernel_size": 1, "bias": True}])
+                                  {"kernel_size": 3, "padding": 1, "groups": 2}, {"kernel_size": 1, "bias": True}])
 def test_gated_convolution_is_exactly_the_gate_then_the_convolution(conv, channels_last):
-    layer = _gated_conv(8, **conv).double()
+    layer = _gated_conv(4, **conv).double()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     layer = layer.to(memory_format=memory_format)
-    x = torch.randn(2, 8, 7, 6, dtype=torch.float64).contiguous(memory_format=memory_format).requires_grad_()
+    x = torch.randn(2, 4, 5, 4, dtype=torch.float64).contiguous(memory_format=memory_format).requires_grad_()
     params = list(layer.parameters())
-    assert torch.autograd.gradcheck(lambda x, *_: layer(x), (x, *params))
+    assert torch.autograd.gradcheck(lambda x, *_: layer(x), (x, *params), fast_mode=True)
     y = layer(x)
     reference = F.conv2d(layer.gate(x), layer.weight, layer.bias, layer.stride, layer.padding, layer.dilation,
                          layer.groups)
