@@ -40,7 +40,7 @@ _LAZY = {
 }
 # Reachable as attributes (`attnzoo.attention.create(...)`) without importing them first.
 SUBMODULES = (
-    "analysis", "attention", "backbones", "bench", "data", "detection", "export", "training", "weights",
+    "analysis", "attention", "backbones", "bench", "compare", "data", "detection", "export", "training", "weights",
     "compiling", "errors", "info", "preprocessing", "registry",
 )
 

@@ -42,6 +42,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("attnzoo.bench.command:bench_command", "speed, memory and graph breaks of models against plain"),
     "explain": ("attnzoo.analysis.command:explain_command",
                 "what the attention does on images: maps, Grad-CAM, gate statistics (the viz extra)"),
+    "compare": ("attnzoo.compare.command:compare_command",
+                "models under one recipe over several seeds: means, intervals, paired differences, costs"),
 }
 EXTRA_COMMANDS = {name: target for name, (target, _) in COMMANDS.items() if target != LIGHTNING}
 HELP_FLAGS = ("-h", "--help")

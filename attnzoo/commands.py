@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Literal
 
 from attnzoo.errors import AttnzooError
@@ -22,15 +23,16 @@ def _params_delta(info: dict) -> str:
     return f"+{extra:,}" if extra < 100_000 else f"+{_millions(extra)}"
 
 
-def zoo_table(pattern: str | None = None, input_size=(3, 224, 224)) -> str:
-    """The models table (Markdown) with parameters and FLOPs, as in the README."""
+def zoo_table(pattern: str | None = None, input_size=(3, 224, 224), describe: Callable[..., dict] = model_info) -> str:
+    """The models table (Markdown) with parameters and FLOPs, as in the README (``describe`` gives each model's
+    figures: ``model_info``, or a fresh count where the shipped figures are being remade)."""
     size = "x".join(map(str, input_size[1:]))
     lines = [
         f"| model | attention | params | extra params | GFLOPs @{size} | extra GFLOPs |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for name in list_models(pattern):
-        info = model_info(name, input_size=input_size)
+        info = describe(name, input_size=input_size)
         lines.append(
             f"| `{name}` | {info['attention'] or '-'} | {_millions(info['params'])} | {_params_delta(info)} "
             f"| {info['flops'] / 1e9:.3f} | {info['extra_flops'] / 1e9:+.3f} |"

@@ -11,6 +11,7 @@ EXTRAS = {
     "viz": ("matplotlib", "captum"),
     "export": ("onnx", "onnxscript", "onnxruntime"),
     "detection": ("torchvision", "pycocotools"),
+    "stats": ("scipy",),
 }
 
 

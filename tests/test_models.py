@@ -226,6 +226,48 @@ def test_model_info_reports_costs_and_sites():
     assert attnzoo.model_info(model)["params"] == sum(p.numel() for p in model.parameters())
 
 
+def test_flops_count_the_multiply_adds_modules_write_elementwise():
+    # ResNet-50's four stages: (blocks, output channels, output side) at 224x224.
+    stages = [(3, 256, 56), (4, 512, 28), (6, 1024, 14), (3, 2048, 7)]
+    # GC (paper, Fig. 4): a 1x1 conv C -> 1 for the mask and the softmax-weighted sum over H·W positions
+    # (C·H·W multiply-adds each), then the transform's two 1x1 convs C -> C/16 -> C on the context.
+    gc_macs = sum(n * (c * s * s + c * s * s + 2 * c * (c // 16)) for n, c, s in stages)
+    assert attnzoo.model_info("gc_r50")["extra_flops"] == 2 * gc_macs
+    # ECA (paper, Eq. 9): a k-tap conv1d over the C channels, k = 3, 5, 5, 7 in the released ResNet-50.
+    eca_macs = sum(n * c * k for (n, c, _), k in zip(stages, (3, 5, 5, 7)))
+    assert attnzoo.model_info("eca_r50")["extra_flops"] == 2 * eca_macs
+
+
+def test_gam_docstring_states_the_cost_we_count():
+    import attnzoo.attention.gam as gam
+
+    doc = " ".join(gam.__doc__.split())
+    info = attnzoo.model_info("gam_r50")
+    assert f"{info['macs'] / 1e9:.2f} GMACs ({info['flops'] / 1e9:.2f} GFLOPs" in doc
+    # The channel MLP, C -> C/4 -> C at every position of each of ResNet-50's 16 blocks.
+    stages = [(3, 256, 56), (4, 512, 28), (6, 1024, 14), (3, 2048, 7)]
+    mlp_macs = sum(n * s * s * 2 * c * (c // 4) for n, c, s in stages)
+    assert f"without it we count {(info['macs'] - mlp_macs) / 1e9:.2f} GMACs" in doc
+
+
+@pytest.mark.parametrize("name", ["r18", "eca_r50", "gc_mobilenetv2", "gct_r18", "cbam_r34", "gam_mobilenetv2"])
+def test_shipped_model_stats_match_a_fresh_count(name):
+    # A sample, counted afresh; docs/update_tables.py --check (tests/test_docs.py, slow) checks all of them.
+    from attnzoo.info import counted_registered_info, shipped_stats
+
+    assert shipped_stats()[name] == counted_registered_info(name)
+    assert attnzoo.model_info(name) == shipped_stats()[name]
+
+
+def test_model_info_counts_what_the_shipped_stats_do_not_cover():
+    shipped = attnzoo.model_info("gc_r18")
+    small = attnzoo.model_info("gc_r18", input_size=(3, 64, 64))
+    assert small["input_size"] == [3, 64, 64] and small["flops"] < shipped["flops"]
+    assert attnzoo.model_info("gc_r18", num_classes=10)["params"] < shipped["params"]
+    wider = attnzoo.model_info("gc_r18", attention_kwargs={"ratio": 1 / 4})
+    assert wider["extra_params"] > shipped["extra_params"] and wider["extra_flops"] > shipped["extra_flops"]
+
+
 @pytest.mark.parametrize("attn", ["se", "eca", "gct", "gc", "cbam", "gam"])
 def test_models_compile_fullgraph_and_match_eager(attn):
     # aot_eager traces exactly what inductor would (graph breaks included) without generating C++,

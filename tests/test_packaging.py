@@ -35,7 +35,7 @@ def test_the_wheel_holds_every_subpackage_and_the_index(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     packages = {str(p.relative_to(ROOT)) for p in (ROOT / "attnzoo").rglob("__init__.py")}
     assert packages <= names
-    assert {"attnzoo/checkpoints/index.json", "attnzoo/checkpoints/README.md"} <= names
+    assert {"attnzoo/checkpoints/index.json", "attnzoo/checkpoints/README.md", "attnzoo/model_stats.json"} <= names
     from attnzoo import __version__
 
     assert wheel.name.startswith(f"attnzoo-{__version__}-")

@@ -87,6 +87,24 @@ class AttentionModule(nn.Module):
         """The module's function on an input already checked to be [B, channels, H, W]."""
         raise NotImplementedError
 
+    def gate_for(self, x: torch.Tensor) -> torch.Tensor | None:
+        """For a module whose output is ``x * g`` (g broadcast over x, computed from x), g; else None.
+
+        A layer that consumes the product (``GatedConv2d``) can then apply the gate inside its own autograd
+        function and keep x rather than the product for the backward pass. The input is checked as in forward.
+        """
+        return None
+
+    def elementwise_macs(self, input_shape: torch.Size) -> int:
+        """Multiply-adds of the module's convolutions and matrix products that ``attend`` writes as elementwise
+        products and sums (for speed under torch.compile), on an input of ``input_shape``.
+
+        A dispatch-level FLOP counter sees ``mul`` and ``sum``, which it cannot tell from gating and pooling, so
+        it misses them; :func:`attnzoo.info.count_flops` adds what each module declares here. A module whose
+        contractions all run as conv/linear/matmul calls declares none.
+        """
+        return 0
+
     def check_input(self, x: torch.Tensor) -> None:
         # Static under torch.compile (shapes are known at trace time), so it costs no graph break.
         if x.dim() != 4 or x.shape[1] != self.channels:

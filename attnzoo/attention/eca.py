@@ -73,5 +73,10 @@ class ECA(AttentionModule):
         logits = sum(taps[i] * padded[:, i : i + self.channels] for i in range(self.kernel_size))
         return x * self.channel_gate(torch.sigmoid(logits))[:, :, None, None]
 
+    def elementwise_macs(self, input_shape: torch.Size) -> int:
+        # The k-tap convolution along the channels: k multiply-adds per channel per image (zero padding included,
+        # as nn.Conv1d's count would).
+        return input_shape[0] * self.channels * self.kernel_size
+
     def extra_repr(self) -> str:
         return f"channels={self.channels}, kernel_size={self.kernel_size}"

@@ -12,9 +12,13 @@ Sequential like CBAM, but neither sub-module pools: each produces a full C×H×W
 
 Defaults: rate r = 4, kernel_size 7, groups 1. ``groups > 1`` makes both spatial convolutions grouped with a
 channel shuffle between them, as the paper does on ResNet-50 to keep the cost down (the zoo's GAM
-ResNet-50/101/152 use groups=4: the paper gives no group count, and 4 puts GAM-ResNet-50 at about 24 GMACs,
-close to the paper's 23.91 G; the parameter count is 158.9M against the paper's 149.03M, a gap the size of
-the channel MLP, which suggests the paper's count leaves that MLP out).
+ResNet-50/101/152 use groups=4; the paper gives no group count). What we count for GAM-ResNet-50 with
+groups=4 is 25.87 GMACs (51.75 GFLOPs, ``attnzoo info gam_r50``) and 158.9M parameters, against the
+paper's 23.91 G (its FLOPs column, read as multiply-adds) and 149.03M: not the same. Its channel MLP
+accounts for 1.64 GMACs and 10.08M parameters; without it we count 24.23 GMACs and 148.83M, within 1.4% and
+0.2% of the paper's figures, which suggests the paper's counter left that MLP out (applied as a Linear to a
+permuted [B, H·W, C] tensor, a form some counters miss). Groups 2 and 8 give 46.0 and 15.8 GMACs, so 4 is
+the group count nearest to the paper either way.
 The shuffle only mixes information between the groups of the two convolutions; the output map is never
 shuffled, so every gate stays aligned with its channel.
 

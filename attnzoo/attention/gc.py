@@ -119,6 +119,12 @@ class GlobalContext(AttentionModule):
         weights = self.context_mask(logits.flatten(2).softmax(dim=-1).view_as(logits))  # over all H·W positions
         return (x * weights.to(x.dtype)).sum((2, 3))
 
+    def elementwise_macs(self, input_shape: torch.Size) -> int:
+        # 'att' pooling: the mask's 1x1 convolution C -> 1 and the softmax-weighted sum over positions, C·H·W
+        # multiply-adds each per image. 'avg' pooling is a mean: no multiply-adds.
+        batch, channels, height, width = input_shape
+        return 0 if self.conv_mask is None else 2 * batch * channels * height * width
+
     @staticmethod
     def _transform(transform: nn.Sequential, context: torch.Tensor) -> torch.Tensor:
         """``transform`` (conv1x1, LayerNorm([P, 1, 1]), ReLU, conv1x1) applied to a [B, C] vector."""
