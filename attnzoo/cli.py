@@ -134,6 +134,10 @@ def _collect_lists(argv: list[str], flags) -> list[str]:
     return out
 
 
+# Options every jsonargparse parser has already.
+OWN_FLAGS = ("--config", "--print_config", "--help")
+
+
 def _run_extra(command: str, argv: list[str]) -> None:
     from jsonargparse import ArgumentError, auto_cli, auto_parser
 
@@ -141,14 +145,18 @@ def _run_extra(command: str, argv: list[str]) -> None:
     aliases = getattr(func, "cli_aliases", {})
     # An alias without a value ("--from": "--source") is a rename, done in the parser so that --help shows it;
     # one with a value ("--private": "--private=true") makes a switch, done on the arguments.
-    renames = {target: alias for alias, target in aliases.items() if "=" not in target}
-    switches = {alias: target for alias, target in aliases.items() if "=" in target}
+    # A flag jsonargparse owns (compare's "--config": "--recipe") cannot be a second parser option: rewritten
+    # on the arguments too.
+    renames = {target: alias for alias, target in aliases.items() if "=" not in target and alias not in OWN_FLAGS}
+    switches = {alias: target for alias, target in aliases.items() if "=" in target or alias in OWN_FLAGS}
     argv = _collect_lists(_apply_aliases(argv, switches), getattr(func, "cli_lists", ()))
     # The docstring's whole first paragraph: jsonargparse would take its first line only, mid-sentence.
     summary = " ".join(inspect.getdoc(func).split("\n\n")[0].split())
     options = {"as_positional": True, "parser_mode": "yaml", "exit_on_error": False, "allow_abbrev": False,
                "parser_class": _parser_class(renames, getattr(func, "cli_optional_positional", None)),
                "description": summary}
+    if hasattr(func, "cli_config_help"):
+        options["config_help"] = func.cli_config_help
     try:
         auto_cli(func, args=argv, **options)
     except ArgumentError as err:
