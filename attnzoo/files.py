@@ -26,6 +26,7 @@ import secrets
 import shutil
 import socket
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -255,6 +256,11 @@ def remove_stale(directory: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def removed_leftover(path: Path) -> str:
+    """What to tell the user about a dead writer's file that was deleted."""
+    return f"removed {str(path)!r}, the temporary file of a write that was killed."
+
+
 def check_writable(path: str | os.PathLike, option: str, folder: bool = False) -> Path:
     """Refuse, before the work, an output that cannot be written: create and remove a probe file in the folder
     the output goes to (``path`` itself with ``folder=True``, else its parent), or in its nearest existing
@@ -271,7 +277,8 @@ def check_writable(path: str | os.PathLike, option: str, folder: bool = False) -
     if folder and target.exists() and not target.is_dir():
         raise CannotWrite(f"cannot write {option} {str(target)!r}: it is a file, and a folder goes there; "
                           "nothing was done.")
-    remove_stale(existing)  # what killed writers left there is not the user's, and takes room
+    for leftover in remove_stale(existing):  # what killed writers left there is not the user's, and takes room
+        print(f"attnzoo: {removed_leftover(leftover)}", file=sys.stderr)
     probe = existing / f".attnzoo-probe.{writer_tag()}{PARTIAL_SUFFIX}"
     try:
         try:

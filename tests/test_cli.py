@@ -80,7 +80,7 @@ def test_quickstart_fit_validate_predict_resume(tmp_path):
         (["--trainer.devices", "x"], "trainer: `devices` selected with `CPUAccelerator` should be an int > 0."),
         (["--model.no_weight_decay", "bias"], "no_weight_decay"),
         (["--data", "attnzoo.data.ImageFolderDataModule", "--data.data_dir", "missing/imagenet"],
-         "missing/imagenet' does not exist: expected"),
+         "--data.init_args.data_dir 'missing/imagenet' is not a folder here"),
         (["--ckpt_path", "runs/quickstart/checkpoints/lats.ckpt"], "--ckpt_path 'runs/quickstart/checkpoints/lats.ckpt' is not a file"),
     ],
 )

@@ -155,7 +155,7 @@ def test_config_files_that_are_not_yaml_are_named(tmp_path):
     ("args", "message"),
     [
         (["--trainer.strategy", "nonsense"], "--trainer.strategy 'nonsense' is not a strategy. Accepted: auto, ddp,"),
-        (["--trainer.accelerator", "gpu"], "--trainer.accelerator 'gpu': this machine has no such device"),
+        (["--trainer.accelerator", "gpu"], "--trainer.accelerator gpu: this machine has no GPU"),
         (["--trainer.accelerator", "quantum"], "--trainer.accelerator 'quantum' is not an accelerator"),
         (["--checkpoint.save_last", "true"], "--checkpoint.save_last"),
     ],

@@ -95,7 +95,8 @@ def documented_commands(page: Path) -> list[str]:
     """The `attnzoo ...` and `python -c ...` lines of a page's code blocks, in order (prompts, comments and
     optional `[...]` brackets removed: an optional part is checked as if given)."""
     commands, fence = [], None
-    for line in page.read_text().splitlines():
+    # A command continued over lines (`\` at the end) is one command.
+    for line in re.sub(r"\\\n\s*", " ", page.read_text()).splitlines():
         line = line.strip()
         if line.startswith("```"):
             fence = None if fence is not None else line[3:].strip()
@@ -134,8 +135,13 @@ def _made_by(command: list[str]) -> set[str]:
     for flag, value in zip(command, command[1:]):
         if flag in WRITES:
             made.add(value.rstrip("/"))
-    if command[:2] == ["attnzoo", "fit"] and "configs/quickstart.yaml" in command:
-        made.add("runs/quickstart/checkpoints/last.ckpt")
+    if command[:2] == ["attnzoo", "fit"] and "--config" in command:  # the recipe's run folder
+        import yaml
+
+        recipe = yaml.safe_load((ROOT / command[command.index("--config") + 1]).read_text())
+        root = (recipe.get("trainer") or {}).get("default_root_dir")
+        if root:
+            made.add(f"{root}/checkpoints/last.ckpt")
     written = re.search(r"write_image_folder\('([^']+)'\)", " ".join(command))
     if written:
         made.add(written[1])

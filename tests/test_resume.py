@@ -125,7 +125,7 @@ def test_sigkill_then_resume_continues_exactly(tmp_path, other_fs_tmpdir, uninte
     assert_same_state(load(folder / "last.ckpt"), uninterrupted)
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []  # no temporary file left
     if pause.startswith("fsync"):
-        assert "the temporary file of a checkpoint write that was killed" in resumed.stdout + resumed.stderr
+        assert "the temporary file of a write that was killed" in resumed.stdout + resumed.stderr
 
 
 @pytest.mark.slow

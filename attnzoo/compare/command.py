@@ -112,6 +112,7 @@ def _write_report(study, bench: bool) -> None:
 
 # `--config` names the recipe, as for `attnzoo fit` (the parameter cannot be called config: jsonargparse's own);
 # `--models r18 se_r18 eca_r18` takes several words.
+compare_command.cli_optional_positional = "study"  # `attnzoo compare DIR`
 compare_command.cli_config_help = "the training recipe, e.g. configs/quickstart.yaml (--recipe is the same)"
 compare_command.cli_aliases = {"--config": "--recipe", "--submit": "--submit=true", "--report": "--report=true"}
 compare_command.cli_lists = ("--models", "--sbatch")

@@ -31,6 +31,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from attnzoo.errors import AttnzooError
 from attnzoo.files import partial_path as _partial_name  # noqa: F401 - the checkpoints' temporary name
 from attnzoo.files import remove_stale as remove_stale_partials
+from attnzoo.files import removed_leftover
 from attnzoo.files import write_atomically
 
 
@@ -142,7 +143,7 @@ class LastCheckpoint(ModelCheckpoint):
         super().setup(trainer, pl_module, stage)
         if trainer.is_global_zero and self.dirpath and not _is_remote(self.dirpath):
             for path in remove_stale_partials(self.dirpath):
-                rank_zero_info(f"removed {str(path)!r}, the temporary file of a checkpoint write that was killed.")
+                rank_zero_info(removed_leftover(path))
 
     def on_train_start(self, trainer, pl_module) -> None:
         super().on_train_start(trainer, pl_module)

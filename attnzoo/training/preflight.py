@@ -60,8 +60,8 @@ def problems(subcommand: str, config) -> tuple[list[str], list[str]]:
     wants_gpu = accelerator in ("gpu", "cuda")
     if wants_gpu and gpus == 0:
         build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a build without CUDA")
-        errors.append(f"--trainer.accelerator {accelerator}: this machine has no GPU ({build}); "
-                      "--trainer.accelerator cpu (or auto) runs on the CPU")
+        errors.append(f"--trainer.accelerator {accelerator}: this machine has no GPU ({build}). Available here: cpu "
+                      "(--trainer.accelerator cpu, or auto)")
     on_cpu = accelerator == "cpu" or (accelerator in (None, "auto") and gpus == 0) or (wants_gpu and gpus == 0)
     cores = _cores()
     processes = _device_count(trainer.get("devices"), gpus if (wants_gpu and gpus) else cores) or 1
