@@ -113,8 +113,10 @@ def test_shapes_detection_set_is_seeded_and_consistent():
         for box, mask in zip(target["boxes"], target["masks"]):  # each box is its mask's tight bounds
             ys, xs = mask.nonzero(as_tuple=True)
             assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
-    with pytest.raises(AttnzooError, match="image_size must be at least 48"):
+    with pytest.raises(AttnzooError, match="image_size must be an image side in pixels from 48 to 4096, got 32"):
         ShapesDetectionDataModule(image_size=32)
+    with pytest.raises(AttnzooError, match="from 48 to 4096, got 1000000"):  # refused before anything is made
+        ShapesDetectionDataModule(image_size=1000000)
 
 
 def test_unknown_detector_lists_the_accepted_ones():

@@ -30,7 +30,7 @@ from attnzoo.data.synthetic import SHAPE_CLASSES
 from attnzoo.data.transforms import to_rgb, to_uint8_tensor
 from attnzoo.detection.synthetic import MIN_IMAGE_SIZE, generate_detection
 from attnzoo.errors import AttnzooError
-from attnzoo.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from attnzoo.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, check_image_side
 
 # Annotation tools round box corners; a box may overhang its image by this many pixels before it is an error.
 BOX_TOLERANCE = 1.0
@@ -339,8 +339,7 @@ class ShapesDetectionDataModule(DetectionDataModule):
             raise AttnzooError(f"the shapes detection set has 1 to {len(SHAPE_CLASSES)} classes, got num_classes={num_classes}.")
         if num_train < 1 or num_val < 1:
             raise AttnzooError(f"num_train and num_val must be positive, got {num_train} and {num_val}.")
-        if image_size < MIN_IMAGE_SIZE:
-            raise AttnzooError(f"image_size must be at least {MIN_IMAGE_SIZE} pixels a side, got {image_size}.")
+        check_image_side(image_size, "image_size", low=MIN_IMAGE_SIZE)
         self.num_train, self.num_val, self.image_size = num_train, num_val, image_size
         self.seed, self.predict_samples = seed, predict_samples
         self._class_names = list(SHAPE_CLASSES[:num_classes])
