@@ -227,3 +227,19 @@ def test_recipes_parse_and_build(recipe, capsys):
         return
     model = Detector(**options, num_classes=90)
     assert model.model.backbone.out_channels == 256
+
+
+@pytest.mark.peers
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_trains_and_gathers_the_map(tmp_path):
+    pytest.importorskip("torchvision")
+    pytest.importorskip("pycocotools")
+    fit = attnzoo("fit", "--config", str(QUICKSTART), *TINY, "--trainer.max_epochs", "1",
+                  "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp", cwd=tmp_path)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    folder = tmp_path / "runs" / "detection-quickstart"
+    # 8 images over 2 ranks x batch 4: one step; the mAP of all 4 validation images, gathered from both ranks.
+    assert torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 1
+    header, *rows = (folder / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
+    assert "val/map" in header.split(",") and rows
+    assert len(list((folder / "logs").iterdir())) == 1  # rank 0 alone logs
