@@ -1,12 +1,14 @@
 """Peak memory of one training step of GCT models against SE and plain, with and without the gated convolution's
-own backward (``attnzoo.backbones.layers.GatedConv2d``), measured with the bench's ``attnzoo.bench.memory``.
+own backward (``attnzoo.backbones.layers.GatedConv2d``), measured with the bench's ``attnzoo.bench.memory``:
+the peak of live tensors (the bench's figure, exact) and, beside it, the process's resident set (allocator slack
+included, a few percent of noise).
 
     python benchmarks/gct_memory.py --modes eager default --batch 32 --resolution 224
 
 Each (model, mode) runs in its own process (no allocator state carried from one to the next): two warm-up steps,
-then the median peak of three steps. ``gct_*@unfused`` is the same model with the fusion turned off, i.e. the
-convolution applied to the gate module's output as before: each gated convolution then keeps x · g for its
-weight gradient beside x. Ratios are to the plain backbone in the same mode.
+then one measured step (the resident figure: median of three). ``gct_*@unfused`` is the same model with the
+fusion turned off, i.e. the convolution applied to the gate module's output as before: each gated convolution
+then keeps x · g for its weight gradient beside x. Ratios are to the plain backbone in the same mode.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ def measure(label: str, mode: str, batch: int, resolution: int) -> dict:
                 module.gate.gate_for = lambda x: None  # GatedConv2d then calls conv(gate(x)), as before the fusion
     for _ in range(2):
         workload.run()
-    return {"model": label, "mode": mode, "peak_bytes": memory.peak_bytes(workload, "cpu", repeats=3),
+    return {"model": label, "mode": mode, "peak_bytes": memory.peak_bytes(workload, "cpu"),
+            "state_bytes": workload.state_bytes(), "resident_bytes": memory.peak_resident_bytes(workload),
             "torch": torch.__version__}
 
 
@@ -65,13 +68,23 @@ def main() -> int:
                 return run.returncode
             results.append(json.loads(run.stdout.strip().splitlines()[-1]))
             print(json.dumps(results[-1]), flush=True)
-    plain = {(r["mode"], r["model"]): r["peak_bytes"] for r in results}
-    print(f"\ntraining step, cpu fp32, batch {args.batch}, {args.resolution}x{args.resolution}: peak MB (x plain)")
+    print(f"\ntraining step, cpu fp32, batch {args.batch}, {args.resolution}x{args.resolution}; ratios to the plain "
+          "backbone in the same mode\n"
+          "peak: state + the step's live tensors (the bench's figure); step: the same above the state (activations,\n"
+          "gradients, temporaries); resident: state + the rise of the process's resident set (allocator slack in)")
+    print(f"{'mode':<8} {'model':<26} {'peak MB':>9} {'x':>6} {'step MB':>9} {'x':>6} {'resident MB':>12} {'x':>6}")
+    by_key = {(r["mode"], r["model"]): r for r in results}
     for r in results:
-        backbone = "r50" if "r50" in r["model"] else "mobilenetv2"
-        base = plain.get((r["mode"], backbone))
-        ratio = f"{r['peak_bytes'] / base:.2f}x" if base else "-"
-        print(f"{r['mode']:<8} {r['model']:<26} {r['peak_bytes'] / 1e6:9.0f} MB  {ratio}")
+        plain = by_key.get((r["mode"], "r50" if "r50" in r["model"] else "mobilenetv2"))
+        step = r["peak_bytes"] - r["state_bytes"]
+        cells = [(r["peak_bytes"], plain and plain["peak_bytes"]),
+                 (step, plain and plain["peak_bytes"] - plain["state_bytes"]),
+                 (r["resident_bytes"], plain and plain["resident_bytes"])]
+        line = f"{r['mode']:<8} {r['model']:<26}"
+        for (value, base), width in zip(cells, (9, 9, 12)):
+            line += f" {value / 1e6:{width}.0f}" if value else f" {'-':>{width}}"
+            line += f" {value / base:5.2f}x" if value and base else f" {'-':>6}"
+        print(line)
     return 0
 
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from attnzoo.bench import graph_breaks, memory, run, table, write
 from attnzoo.bench.selection import Entry, select
-from attnzoo.bench.workload import Setting, make_workload
+from attnzoo.bench.workload import Setting, Workload, make_workload
 from attnzoo.cli import main
 from attnzoo.compiling import compile_kwargs
 from attnzoo.errors import AttnzooError
@@ -84,9 +84,43 @@ def test_peak_memory_counts_state_and_the_step():
     workload.run()
     peak = memory.peak_bytes(workload, "cpu")
     if not memory.cpu_supported():
-        pytest.skip("no /proc/self/clear_refs or glibc here: the CPU figure is None by design")
+        pytest.skip("torch built without the profiler: the CPU figure is None by design")
     # weights + momentum of ResNet-18 alone are ~90 MB; the step adds activations and gradients on top.
     assert peak > workload.state_bytes() > 80e6
+    assert memory.peak_bytes(workload, "cpu") == peak  # counted from the allocator's records: no noise
+
+
+def test_cpu_peak_is_the_most_bytes_alive_at_once():
+    if not memory.cpu_supported():
+        pytest.skip("torch built without the profiler")
+    model = torch.nn.Linear(1000, 1000)  # 4,004,000 bytes of state
+
+    def step():
+        first = torch.ones(2_000_000)  # 8 MB
+        second = torch.ones(1_000_000)  # 4 MB, alive beside the first: 12 MB
+        del first, second
+        third = torch.ones(2_500_000)  # 10 MB alone: not the peak
+        del third
+
+    peak = memory.peak_bytes(Workload(step, model, None), "cpu")
+    # A few bytes of the ops' own bookkeeping (scalars) may come on top; never a whole map more or less.
+    assert 4_004_000 + 12_000_000 <= peak < 4_004_000 + 12_000_000 + 4096
+
+
+def test_gct_training_memory_stays_at_the_plain_network():
+    """GCT gates all 20 convolutions of ResNet-18; its gated convolution keeps x and the [B, C] gate for the
+    backward pass instead of the gated copy x·g (attnzoo.backbones.layers.GatedConv2d). Without that, each gate
+    adds one feature map: the step's bytes above the state went from 1.01x plain ResNet-18's to 1.16x when it
+    was turned off (SE-ResNet-18: 1.05x)."""
+    if not memory.cpu_supported():
+        pytest.skip("torch built without the profiler")
+    setting = Setting("cpu", "fp32", False, "train", 8, 96)
+    step_bytes = {}
+    for name in ("r18", "se_r18", "gct_r18"):
+        workload = make_workload(select(name)["r18"][-1], "eager", setting, 10, {})
+        workload.run()
+        step_bytes[name] = memory.peak_bytes(workload, "cpu") - workload.state_bytes()
+    assert step_bytes["gct_r18"] <= step_bytes["se_r18"] and step_bytes["gct_r18"] < 1.04 * step_bytes["r18"], step_bytes
 
 
 def test_selection_globs_variants_and_the_added_plain_backbone():
