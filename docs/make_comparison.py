@@ -60,7 +60,11 @@ def block(study: Path) -> str:
 def _run_seconds(study: Path):
     for status in sorted(study.glob("runs/*/seed*/status.json")):
         record = json.loads(status.read_text())
-        if record.get("state") == "finished" and not record.get("resumed"):
+        if record.get("state") != "finished":
+            continue
+        if "total_seconds" in record:  # every part of the run whose end was recorded
+            yield record["total_seconds"]
+        elif not record.get("resumed"):  # a study from before total_seconds: only runs done in one part
             yield record["seconds"]
 
 

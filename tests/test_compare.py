@@ -161,6 +161,15 @@ def test_t_interval_of_three_values():
     assert stats.summarize([5.0])["ci_low"] is None  # one run: a mean, no interval
 
 
+def test_an_accuracy_interval_is_cut_at_100_and_says_so():
+    values = [99.7, 99.8, 99.5]  # the t-interval of these reaches 100.16
+    free, cut = stats.summarize(values), stats.summarize(values, bounds=(0.0, 100.0))
+    assert free["ci_high"] > 100 and not free["clipped"]
+    assert cut["ci_high"] == 100.0 and cut["ci_low"] == free["ci_low"] and cut["clipped"]
+    assert (cut["mean"], cut["std"]) == (free["mean"], free["std"])
+    assert not stats.summarize([80.0, 82.0, 81.0], bounds=(0.0, 100.0))["clipped"]
+
+
 def test_paired_difference_removes_what_the_seeds_share():
     reference = {0: 80.0, 1: 70.0, 2: 90.0}  # a large seed effect ...
     model = {0: 81.0, 1: 71.1, 2: 90.9}  # ... that the model shares, 1 point above it
@@ -222,6 +231,8 @@ def test_report_averages_finished_runs_only_and_names_failed_ones(tmp_path, reci
     assert "se_r18 is above r18 by more than seed noise over 3 seeds" in md
     assert "eca_r18 and r18 cannot be told apart from seed noise over 2 seeds" in md
     assert "`eca_r18` seed 2: RuntimeError: boom" in md
+    assert "these pairs cannot be told apart from seed noise (the 95% interval of their paired final top-1 difference contains 0): se_r18 / eca_r18." in md
+    assert "In every finished run the best epoch was the last one" in md
     csv_rows = Path(paths["csv"]).read_text().splitlines()
     assert csv_rows[0].startswith("model,backbone,attention,reference,finished,failed") and len(csv_rows) == 4
     assert Path(paths["png"]).stat().st_size > 0
@@ -331,6 +342,8 @@ def test_study_as_slurm_tasks_killed_and_continued_gives_the_weights_of_one_unin
     assert "r18 seed 1: resuming from last.ckpt" in done.stdout
     assert "eca_r18 seed 1: starting" in done.stdout
     assert "r18 seed 0: starting" not in done.stdout  # finished runs are not run again
+    resumed = killed.status()  # the killed part recorded no end: the total holds what was recorded, no guess
+    assert resumed["resumed"] and resumed["total_seconds"] >= resumed["seconds"] > 0
     assert {r.model + str(r.seed): (r.folder / "fit.log").stat().st_size for r in runs[:2]} == finished_logs
     report = json.loads((study_dir / "report.json").read_text())
     assert [(row["model"], row["final_top1"]["n"]) for row in report["models"]] == [("r18", 2), ("eca_r18", 2)]

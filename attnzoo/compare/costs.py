@@ -57,10 +57,15 @@ def static_costs(models: list[str], setting: dict) -> dict[str, dict]:
 def measured_costs(study: Study, setting: dict, log=print) -> dict | None:
     """Training images/s and peak training memory per model from the bench (kept in DIR/bench.json), or None
     when the runs' batch size is unknown."""
+    from attnzoo.bench import memory
+
     cached = read_json(study.folder / "bench.json")
     if cached is not None and sorted(cached.get("models", [])) == sorted(study.models) and all(
-            (cached["per_model"].get(name) or {}).get("train_images_per_s") for name in study.models):
-        return cached  # measured before, every model: a model that failed then is measured again now
+            (cached["per_model"].get(name) or {}).get("train_images_per_s") for name in study.models) and (
+            cached.get("memory_method") in (memory.CPU_METHOD, memory.CUDA_METHOD)):
+        # Measured before, every model, as memory is measured now: a model that failed then, or a figure taken
+        # by an earlier way of measuring memory, is measured again.
+        return cached
     if not setting.get("batch_size"):
         return None
     from attnzoo import bench

@@ -23,6 +23,7 @@ from attnzoo.compare.study import Study, write_atomically
 from attnzoo.registry import get_spec
 
 METRICS = (("final", "top1"), ("final", "top5"), ("best", "top1"), ("best", "top5"))
+ACCURACY_BOUNDS = (0.0, 100.0)
 
 
 def _per_seed(study: Study, model: str, which: str, metric: str) -> dict[int, float]:
@@ -56,7 +57,8 @@ def build(study: Study, bench: bool = True, log=print) -> dict:
         row = {"model": model, "backbone": spec.backbone, "attention": spec.attention, "runs": counts,
                "seeds": sorted(_per_seed(study, model, "final", "top1"))}
         for which, metric in METRICS:
-            row[f"{which}_{metric}"] = stats.summarize(list(_per_seed(study, model, which, metric).values()))
+            row[f"{which}_{metric}"] = stats.summarize(list(_per_seed(study, model, which, metric).values()),
+                                                       bounds=ACCURACY_BOUNDS)
         reference = reference_of(model, study.models)
         row["reference"] = reference
         if reference is not None:
@@ -104,15 +106,24 @@ def sentences(study: Study, rows: list[dict]) -> list[str]:
             out.append(f"{row['model']} and {row['reference']} cannot be told apart from seed noise over {seeds} "
                        f"seeds (final top-1 {_fmt_difference(d)}).")
     attention_models = [row["model"] for row in rows if row["attention"]]
-    alike = []
+    alike, apart = [], []
     for i, a in enumerate(attention_models):
         for b in attention_models[i + 1:]:
-            d = stats.paired_difference(finals[a], finals[b])
-            if stats.distinguishable(d) is False:
-                alike.append(f"{a} / {b}")
+            verdict = stats.distinguishable(stats.paired_difference(finals[a], finals[b]))
+            if verdict is not None:
+                (apart if verdict else alike).append(f"{a} / {b}")
     if alike:
         out.append("Among the attention models, these pairs cannot be told apart from seed noise (the 95% interval "
                    f"of their paired final top-1 difference contains 0): {', '.join(alike)}.")
+    if apart:
+        tested = len(alike) + len(apart)
+        out.append(f"Among the attention models, these pairs differ by more than seed noise: {', '.join(apart)}. "
+                   f"Of {tested} pairs each tested at 95%, about {tested / 20:.1f} would look so by chance alone: "
+                   "a pair that matters deserves more seeds.")
+    finished = [run.result() or {} for run in study.runs() if state(run) == "finished"]
+    if finished and all((r.get("best") or {}).get("epoch") == (r.get("final") or {}).get("epoch") for r in finished):
+        out.append("In every finished run the best epoch was the last one, so the best-epoch columns equal the final "
+                   "ones.")
     return out
 
 
@@ -121,7 +132,12 @@ def _interval(s: dict) -> str:
         return "-"
     if s["std"] is None:
         return f"{s['mean']:.2f} (1 run)"
-    return f"{s['mean']:.2f} ± {s['std']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]"
+    mark = "†" if s.get("clipped") else ""
+    return f"{s['mean']:.2f} ± {s['std']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]{mark}"
+
+
+def _any_clipped(report: dict) -> bool:
+    return any(row[f"{which}_{metric}"].get("clipped") for row in report["models"] for which, metric in METRICS)
 
 
 def _runs_cell(counts: dict) -> str:
@@ -141,7 +157,9 @@ def markdown(report: dict) -> str:
         f"Recipe `{study['recipe_source']}` (sha256 {study['recipe_sha256'][:12]}), {study['seeds']} seeds per model "
         "(0 to {}). Validation top-1 / top-5 in %: mean ± standard deviation over the finished runs "
         "[95% t-interval of the mean]. *final*: the last epoch; *best epoch*: each run's epoch of highest "
-        "validation top-1 (chosen on the data it is measured on, so optimistic).".format(study["seeds"] - 1),
+        "validation top-1 (chosen on the data it is measured on, so optimistic).".format(study["seeds"] - 1)
+        + (" An interval marked † reached past 100% (or below 0) and is cut there: the t-interval does not know "
+           "that an accuracy is bounded." if _any_clipped(report) else ""),
         "",
         "| model | runs | final top-1 | final top-5 | best-epoch top-1 | best-epoch top-5 | final top-1 − plain, "
         f"paired | params | {unit} @{size} | train img/s | peak train MB |",

@@ -110,6 +110,7 @@ class Started:
     lock_fd: int
     started: float
     resumed: bool
+    earlier_seconds: float = 0.0  # the run's parts before this one whose end was recorded
 
 
 @dataclass
@@ -140,6 +141,9 @@ def start(study: Study, run: Run, env: dict | None = None) -> Started | None:
         os.close(lock_fd)
         return None
     resumed = run.last_checkpoint.exists()
+    before = run.status()
+    # A part killed outright (SIGKILL, a lost node) recorded no end, so its time is missing from the total.
+    earlier = float(before.get("total_seconds", before.get("seconds", 0.0))) if resumed else 0.0
     log = open(run.folder / "fit.log", "ab")
     try:
         process = subprocess.Popen(fit_command(study, run), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -147,14 +151,15 @@ def start(study: Study, run: Run, env: dict | None = None) -> Started | None:
     finally:
         log.close()
     write_json(run.folder / "status.json", {"state": "running", "pid": process.pid, "host": socket.gethostname(),
-                                             "started": time.time(), "resumed": resumed})
-    return Started(run, process, lock_fd, time.monotonic(), resumed)
+                                             "started": time.time(), "resumed": resumed, "total_seconds": earlier})
+    return Started(run, process, lock_fd, time.monotonic(), resumed, earlier)
 
 
 def finish(started: Started, returncode: int) -> dict:
     """Record how the fit ended: finished (with its result) or failed (with the line that says why)."""
     run, elapsed = started.run, time.monotonic() - started.started
-    status = {"state": "failed", "returncode": returncode, "seconds": elapsed, "resumed": started.resumed}
+    status = {"state": "failed", "returncode": returncode, "seconds": elapsed, "resumed": started.resumed,
+              "total_seconds": started.earlier_seconds + elapsed}
     if returncode == 0:
         result = read_result(run.folder)
         if result is None:

@@ -4,7 +4,8 @@
     DIR/recipe.yaml             the recipe as it was when the study began: every run, local or SLURM, reads it
     DIR/runs/<model>/seed<k>/   an ordinary `attnzoo fit` folder (checkpoints/, logs/) plus
         fit.log                 the fit's own output
-        status.json             running / finished / failed, with the exit code and the time it took
+        status.json             running / finished / failed, with the exit code, the time of its last part
+                                (seconds) and of all its parts whose end was recorded (total_seconds)
         result.json             the validation top-1/top-5 of the last epoch and of the best one (once finished)
 
 A study folder never mixes recipes or model lists: opening one with others is refused. The seeds may grow
