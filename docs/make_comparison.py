@@ -6,7 +6,8 @@ recipe (configs/quickstart.yaml: 5 epochs on 8,000 generated 32x32 shapes), 3 se
 
 The training is `attnzoo compare` itself; a stopped study continues where it stopped (run the same command).
 What lands in docs/: compare/report.json, compare/report.csv and compare/report.png as the study wrote them,
-and the table between the markers in docs/compare.md. A study that has not finished is written all the same,
+the table between the markers in docs/compare.md, and the short ranking over seeds between the markers in
+docs/analysis.md (which replaced that page's single-seed accuracies as a ranking). A study that has not finished is written all the same,
 labelled as partial with its count of finished runs: never numbers of runs that did not finish.
 """
 
@@ -28,6 +29,8 @@ RECIPE = ROOT / "configs" / "quickstart.yaml"
 MODELS = ["r18", "se_r18", "eca_r18", "gct_r18", "gc_r18", "cbam_r18", "gam_r18"]
 SEEDS = 3
 START, END = "<!-- comparison:start (docs/make_comparison.py) -->", "<!-- comparison:end -->"
+ANALYSIS = DOCS / "analysis.md"
+SEEDS_START, SEEDS_END = "<!-- seeds:start (docs/make_comparison.py) -->", "<!-- seeds:end -->"
 
 
 def attnzoo(*args: str) -> None:
@@ -57,6 +60,36 @@ def block(study: Path) -> str:
     return "\n".join(lines)
 
 
+def seeds_block(report: dict) -> str:
+    """analysis.md's ranking: final top-1 over the seeds, best mean first, with what the seeds can tell apart."""
+    rows = sorted(report["models"], key=lambda row: -(row["final_top1"]["mean"] or 0))
+    seeds = report["study"]["seeds"]
+    lines = [f"| model | final val top-1 over {seeds} seeds: mean [95% interval] | − plain ResNet-18, paired "
+             "[95% interval] | told apart from plain? |", "|---|---:|---:|---|"]
+    for row in rows:
+        top1, d = row["final_top1"], row.get("final_top1_vs_reference")
+        interval = f"{top1['mean']:.1f}% [{top1['ci_low']:.1f}, {top1['ci_high']:.1f}]" if top1["ci_low"] is not None \
+            else f"{top1['mean']:.1f}% ({top1['n']} run)"
+        if d is None:
+            diff, verdict = "(reference)", ""
+        elif d["ci_low"] is None:
+            diff, verdict = f"{d['mean']:+.1f}", "too few seeds"
+        else:
+            diff = f"{d['mean']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}]"
+            verdict = "yes" if d["ci_low"] > 0 or d["ci_high"] < 0 else "no"
+        lines.append(f"| `{row['model']}` | {interval} | {diff} | {verdict} |")
+    return "\n".join(lines)
+
+
+def replace_between(path: Path, start: str, end: str, content: str) -> None:
+    text = path.read_text()
+    head, found, rest = text.partition(start)
+    if not found:
+        raise SystemExit(f"{path}: marker {start!r} missing")
+    _, _, tail = rest.partition(end)
+    path.write_text(f"{head}{start}\n{content}\n{end}{tail}")
+
+
 def _run_seconds(study: Path):
     for status in sorted(study.glob("runs/*/seed*/status.json")):
         record = json.loads(status.read_text())
@@ -73,11 +106,9 @@ def write_docs(study: Path) -> None:
     for name in ("report.json", "report.csv", "report.png"):
         if (study / name).exists():
             shutil.copyfile(study / name, OUT / name)
-    text = PAGE.read_text()
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    PAGE.write_text(f"{head}{START}\n{block(study)}\n{END}{tail}")
-    print(f"wrote {PAGE.relative_to(ROOT)} and {OUT.relative_to(ROOT)}/")
+    replace_between(PAGE, START, END, block(study))
+    replace_between(ANALYSIS, SEEDS_START, SEEDS_END, seeds_block(json.loads((study / "report.json").read_text())))
+    print(f"wrote {PAGE.relative_to(ROOT)}, {OUT.relative_to(ROOT)}/ and the ranking in {ANALYSIS.relative_to(ROOT)}")
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ same (model, seed) trained twice giving the same weights."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -249,6 +250,12 @@ def test_the_docs_comparison_is_its_reports_own_table_and_says_when_it_is_partia
     total = len(report["models"]) * report["study"]["seeds"]
     assert (f"Partial: {finished} of {total} runs finished" in page) == (finished < total)
     assert report["study"]["models"] == ["r18", "se_r18", "eca_r18", "gct_r18", "gc_r18", "cbam_r18", "gam_r18"]
+    # analysis.md ranks the modules by this study, not by its single-seed runs.
+    spec = importlib.util.spec_from_file_location("make_comparison", docs / "make_comparison.py")
+    make_comparison = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_comparison)
+    analysis = (docs / "analysis.md").read_text()
+    assert f"{make_comparison.SEEDS_START}\n{make_comparison.seeds_block(report)}\n{make_comparison.SEEDS_END}" in analysis
 
 
 def test_the_commands_docs_compare_md_shows_use_real_options():
