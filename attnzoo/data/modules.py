@@ -11,12 +11,23 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 
 from attnzoo.data.base import ClassificationDataModule
-from attnzoo.data.cifar import ARCHIVES, CIFAR_MEAN, CIFAR_STD, CifarDataset, prepare_cifar
+from attnzoo.data.cifar import (
+    ARCHIVES,
+    CIFAR_MEAN,
+    CIFAR_STD,
+    CifarDataset,
+    prepare_cifar,
+)
 from attnzoo.data.image_folder import ImageFolder, find_classes, walk_images
 from attnzoo.data.synthetic import MIN_SIZE, SHAPE_CLASSES, ShapesDataset
 from attnzoo.data.transforms import eval_transform, train_transform
 from attnzoo.errors import AttnzooError, listing
-from attnzoo.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, check_image_side
+from attnzoo.preprocessing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Preprocessing,
+    check_image_side,
+)
 
 
 def _check_fits_memory(nbytes: int, what: str) -> None:
@@ -187,6 +198,12 @@ class ShapesDataModule(ClassificationDataModule):
         predict_samples: validation images shown by ``attnzoo predict`` when no ``predict_path`` is given.
     """
 
+    # What a subclass of the same generated data changes (the detection set: attnzoo.detection.data).
+    dataset_class: type[Dataset] = ShapesDataset
+    data_name = "shapes data set"
+    min_classes = 2
+    min_image_size = MIN_SIZE
+
     def __init__(
         self,
         num_train: int = 10000,
@@ -202,11 +219,12 @@ class ShapesDataModule(ClassificationDataModule):
         predict_path: str | list[str] | None = None,
     ):
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_path)
-        if not 2 <= num_classes <= len(SHAPE_CLASSES):
-            raise AttnzooError(f"the shapes data set has 2 to {len(SHAPE_CLASSES)} classes, got num_classes={num_classes}.")
+        if not self.min_classes <= num_classes <= len(SHAPE_CLASSES):
+            raise AttnzooError(f"the {self.data_name} has {self.min_classes} to {len(SHAPE_CLASSES)} classes, "
+                               f"got num_classes={num_classes}.")
         if num_train < 1 or num_val < 1:
             raise AttnzooError(f"num_train and num_val must be positive, got {num_train} and {num_val}.")
-        check_image_side(image_size, "image_size", low=MIN_SIZE)
+        check_image_side(image_size, "image_size", low=self.min_image_size)
         _check_fits_memory((num_train + num_val) * 3 * image_size**2,
                            f"num_train + num_val = {num_train + num_val} images of {image_size}x{image_size}")
         self.num_train, self.num_val, self.image_size = num_train, num_val, image_size
@@ -214,8 +232,11 @@ class ShapesDataModule(ClassificationDataModule):
         self._class_names = list(SHAPE_CLASSES[:num_classes])
         self._preprocessing = Preprocessing((3, image_size, image_size), "bilinear", 1.0, (0.5,) * 3, (0.25,) * 3)
 
-    def _generate(self, count: int, seed_offset: int, train: bool = False) -> ShapesDataset:
-        return ShapesDataset(count, self.image_size, self.seed * 3 + seed_offset, self.num_classes, train=train)
+    def _generate(self, count: int, seed_offset: int, train: bool = False) -> Dataset:
+        return self.dataset_class(count, self.image_size, self.seed * 3 + seed_offset, self.num_classes, train=train)
+
+    def _predict_set(self, val_set: Dataset, split: str) -> Dataset:
+        return self.predict_files() or LabelledSamples(val_set, self.predict_samples, split, self._class_names)
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_set is None:
@@ -225,6 +246,4 @@ class ShapesDataModule(ClassificationDataModule):
         if stage == "test" and self.test_set is None:
             self.test_set = self._generate(self.num_val, 2)
         if stage == "predict" and self.predict_set is None:
-            self.predict_set = self.predict_files() or LabelledSamples(
-                self.val_set, self.predict_samples, "val", self._class_names
-            )
+            self.predict_set = self._predict_set(self.val_set, "val")

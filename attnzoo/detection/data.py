@@ -25,12 +25,12 @@ from torch.utils.data import Dataset
 
 from attnzoo.data.base import ClassificationDataModule
 from attnzoo.data.image_folder import ImageFiles
+from attnzoo.data.modules import ShapesDataModule
 from attnzoo.data.sampling import unpack
-from attnzoo.data.synthetic import SHAPE_CLASSES
 from attnzoo.data.transforms import to_rgb, to_uint8_tensor
 from attnzoo.detection.synthetic import MIN_IMAGE_SIZE, generate_detection
 from attnzoo.errors import AttnzooError
-from attnzoo.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, check_image_side
+from attnzoo.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 # Annotation tools round box corners; a box may overhang its image by this many pixels before it is an error.
 BOX_TOLERANCE = 1.0
@@ -309,8 +309,9 @@ class CocoDataModule(DetectionDataModule):
             self.predict_set = self._predict_set(self.val_set, "val")
 
 
-class ShapesDetectionDataModule(DetectionDataModule):
-    """The embedded shapes detection set (:mod:`attnzoo.detection.synthetic`), generated in memory from ``seed``.
+class ShapesDetectionDataModule(DetectionDataModule, ShapesDataModule):
+    """The embedded shapes detection set (:mod:`attnzoo.detection.synthetic`), generated in memory from ``seed``;
+    the classification shapes module's splits and checks, with boxes and masks.
 
     Args:
         num_train, num_val: images in the training and validation (and test) sets.
@@ -319,6 +320,11 @@ class ShapesDetectionDataModule(DetectionDataModule):
         seed: the seed of the data (not of the training run).
         predict_samples: validation images shown by ``attnzoo predict`` without ``predict_path``.
     """
+
+    dataset_class = ShapesDetection
+    data_name = "shapes detection set"
+    min_classes = 1
+    min_image_size = MIN_IMAGE_SIZE
 
     def __init__(
         self,
@@ -334,26 +340,6 @@ class ShapesDetectionDataModule(DetectionDataModule):
         persistent_workers: bool = True,
         predict_path: str | list[str] | None = None,
     ):
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, predict_path)
-        if not 1 <= num_classes <= len(SHAPE_CLASSES):
-            raise AttnzooError(f"the shapes detection set has 1 to {len(SHAPE_CLASSES)} classes, got num_classes={num_classes}.")
-        if num_train < 1 or num_val < 1:
-            raise AttnzooError(f"num_train and num_val must be positive, got {num_train} and {num_val}.")
-        check_image_side(image_size, "image_size", low=MIN_IMAGE_SIZE)
-        self.num_train, self.num_val, self.image_size = num_train, num_val, image_size
-        self.seed, self.predict_samples = seed, predict_samples
-        self._class_names = list(SHAPE_CLASSES[:num_classes])
-        self._preprocessing = Preprocessing((3, image_size, image_size), "bilinear", 1.0, (0.5,) * 3, (0.25,) * 3)
-
-    def _generate(self, count: int, seed_offset: int, train: bool = False) -> ShapesDetection:
-        return ShapesDetection(count, self.image_size, self.seed * 3 + seed_offset, self.num_classes, train=train)
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit" and self.train_set is None:
-            self.train_set = self._generate(self.num_train, 0, train=True)
-        if stage in ("fit", "validate", "predict") and self.val_set is None:
-            self.val_set = self._generate(self.num_val, 1)
-        if stage == "test" and self.test_set is None:
-            self.test_set = self._generate(self.num_val, 2)
-        if stage == "predict" and self.predict_set is None:
-            self.predict_set = self._predict_set(self.val_set, "val")
+        # Its own signature: these defaults are what LightningCLI shows and fills in.
+        super().__init__(num_train, num_val, image_size, num_classes, seed, predict_samples, batch_size, num_workers,
+                         pin_memory, persistent_workers, predict_path)
