@@ -48,6 +48,25 @@ def _device_count(devices, available: int) -> int | None:
     return None
 
 
+def _missing_device(accelerator) -> str | None:
+    """The error for an accelerator this machine does not have (a name Lightning does not know is refused
+    before, by ``attnzoo.training.cli.check_devices``)."""
+    if not isinstance(accelerator, str) or accelerator == "auto":
+        return None
+    import torch
+    from lightning.pytorch.accelerators import AcceleratorRegistry
+
+    names = sorted(AcceleratorRegistry.available_accelerators())
+    available = [name for name in names if AcceleratorRegistry[name]["accelerator"].is_available()]
+    wanted = ("cuda", "mps") if accelerator == "gpu" else (accelerator,)
+    if any(name in available for name in wanted):
+        return None
+    build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a build without CUDA")
+    device = "GPU" if accelerator in ("gpu", "cuda", "mps") else f"{accelerator} device"
+    return (f"--trainer.accelerator {accelerator}: this machine has no {device} ({build}). Available here: "
+            f"{', '.join(available)} (--trainer.accelerator {available[0] if len(available) == 1 else 'auto'}, or auto)")
+
+
 def problems(subcommand: str, config) -> tuple[list[str], list[str]]:
     """(errors, slow) for ``config`` (one subcommand's parsed LightningCLI namespace) on this machine."""
     import torch
@@ -58,10 +77,9 @@ def problems(subcommand: str, config) -> tuple[list[str], list[str]]:
     accelerator = trainer.get("accelerator")
     gpus = _gpus()
     wants_gpu = accelerator in ("gpu", "cuda")
-    if wants_gpu and gpus == 0:
-        build = f"torch {torch.__version__}" + ("" if torch.version.cuda else ", a build without CUDA")
-        errors.append(f"--trainer.accelerator {accelerator}: this machine has no GPU ({build}). Available here: cpu "
-                      "(--trainer.accelerator cpu, or auto)")
+    missing = _missing_device(accelerator)
+    if missing:
+        errors.append(missing)
     on_cpu = accelerator == "cpu" or (accelerator in (None, "auto") and gpus == 0) or (wants_gpu and gpus == 0)
     cores = _cores()
     processes = _device_count(trainer.get("devices"), gpus if (wants_gpu and gpus) else cores) or 1
