@@ -258,6 +258,21 @@ def test_the_docs_comparison_is_its_reports_own_table_and_says_when_it_is_partia
     assert f"{make_comparison.SEEDS_START}\n{make_comparison.seeds_block(report)}\n{make_comparison.SEEDS_END}" in analysis
 
 
+def test_the_plot_labels_both_cost_axes_with_numbers():
+    """The docs study's throughputs (176 to 621 images/s) span less than a decade: a log axis with ticks only at
+    powers of ten drew no number at all under them."""
+    pytest.importorskip("matplotlib")
+    from attnzoo.compare.plot import draw
+
+    report = json.loads((Path(__file__).resolve().parents[1] / "docs" / "compare" / "report.json").read_text())
+    figure = draw(report)
+    figure.canvas.draw()
+    for ax in figure.axes:
+        low, high = sorted(ax.get_xlim())
+        shown = [t for t in ax.get_xticklabels() if t.get_text() and low <= t.get_position()[0] <= high]
+        assert len(shown) >= 2, (ax.get_xlabel(), [t.get_text() for t in ax.get_xticklabels()])
+
+
 def test_the_commands_docs_compare_md_shows_use_real_options():
     import inspect
 

@@ -10,10 +10,14 @@ from attnzoo.bench.plot import COLORS
 def _panel(ax, rows: list[dict], cost_of, xlabel: str) -> None:
     costs = [cost_of(row) for row in rows if cost_of(row) and row["final_top1"]["mean"] is not None]
     if costs and max(costs) > 3 * min(costs):
-        from matplotlib.ticker import NullFormatter, ScalarFormatter
+        from matplotlib.ticker import LogLocator, NullFormatter, NullLocator, ScalarFormatter
 
         ax.set_xscale("log")  # GAM costs several times the others: a linear axis would stack them in one spot
+        # Labelled ticks at 1, 2, 3, 5 and 7 times powers of ten: a range of less than a decade (176 to 621
+        # images/s) holds no power of ten, and the log axis would show no number at all.
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0, 7.0)))
         ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.xaxis.set_minor_formatter(NullFormatter())
     for row in rows:
         summary, cost = row["final_top1"], cost_of(row)
@@ -47,9 +51,10 @@ def draw(report: dict):
     size = "x".join(map(str, ((report.get("setting") or {}).get("input_size") or [0, 0, 0])[1:]))
     axes = figure.subplots(1, 2 if measured else 1, squeeze=False)[0]
     _panel(axes[0], rows, lambda r: r["cost"]["flops"] / 1e6 if r["cost"].get("flops") else None,
-           f"MFLOPs per {size} image (attnzoo.model_info)")
+           f"MFLOPs per {size} image (attnzoo.model_info), costlier to the right")
     if measured:
-        _panel(axes[1], rows, lambda r: r["cost"].get("train_images_per_s"), "training images/s (attnzoo bench)")
+        _panel(axes[1], rows, lambda r: r["cost"].get("train_images_per_s"),
+               "training images/s (attnzoo bench), axis reversed: slower to the right")
         axes[1].invert_xaxis()  # costlier to the right in both panels
     study = report["study"]
     finished = sum(row["runs"]["finished"] for row in rows)
