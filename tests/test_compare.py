@@ -84,6 +84,15 @@ def test_fewer_than_two_seeds_is_refused(capsys, tmp_path, recipe):
     assert not (tmp_path / "s").exists()
 
 
+def test_the_users_mistake_is_named_before_a_missing_extra(capsys, tmp_path, recipe, monkeypatch):
+    monkeypatch.setitem(sys.modules, "scipy", None)  # as where the stats extra is not installed
+    args = ["--models", "r18", "se_r18", "--config", str(recipe), "--out", str(tmp_path / "s")]
+    assert "pip install 'attnzoo[stats]'" in one_line_error(capsys, *args, "--seeds", "3")
+    err = one_line_error(capsys, *args, "--seeds", "1")
+    assert "--seeds 1" in err and "stats" not in err
+    assert not (tmp_path / "s").exists()
+
+
 def test_recipe_naming_its_own_model_says_the_list_wins(capsys, tmp_path, recipe):
     create_or_continue(tmp_path / "s", str(recipe), ["r18", "se_r18"], 2)
     err = capsys.readouterr().err

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from attnzoo.compare import runner
-from attnzoo.compare.study import DEFAULT_SEEDS, add_seeds, create_or_continue, open_study
+from attnzoo.compare.study import DEFAULT_SEEDS, add_seeds, check_seeds, create_or_continue, open_study
 from attnzoo.errors import AttnzooError
 
 
@@ -71,6 +71,8 @@ def compare_command(
         raise AttnzooError("--submit submits a SLURM job array: add --launcher slurm.")
     if report and (task is not None or submit):
         raise AttnzooError("--report only writes the report; give it without --task or --submit.")
+    if seeds is not None:
+        check_seeds(seeds)  # the user's own mistake first, before what this machine lacks
     if task is None and (report or launcher == "local"):
         from attnzoo.extras import require
 

@@ -19,7 +19,8 @@ import sys
 from attnzoo.compare import statistics as stats
 from attnzoo.compare.costs import costs
 from attnzoo.compare.runner import state
-from attnzoo.compare.study import Study, write_atomically
+from attnzoo.compare.study import Study
+from attnzoo.files import write_atomically, write_text
 from attnzoo.registry import get_spec
 
 METRICS = (("final", "top1"), ("final", "top5"), ("best", "top1"), ("best", "top5"))
@@ -236,7 +237,7 @@ def write_report(study: Study, bench: bool = True, plot: bool = True, log=print)
     paths = {}
     for key, name, text in (("json", "report.json", json.dumps(report, indent=1) + "\n"),
                             ("csv", "report.csv", csv_text(report)), ("md", "report.md", markdown(report))):
-        write_atomically(study.folder / name, text)
+        write_text(study.folder / name, text)
         paths[key] = str(study.folder / name)
     if plot:
         from attnzoo.extras import missing
@@ -246,8 +247,7 @@ def write_report(study: Study, bench: bool = True, plot: bool = True, log=print)
         else:
             from attnzoo.compare.plot import draw
 
-            image = io.BytesIO()
-            draw(report).savefig(image, format="png")
-            write_atomically(study.folder / "report.png", image.getvalue())
+            figure = draw(report)
+            write_atomically(study.folder / "report.png", lambda partial: figure.savefig(partial, format="png"))
             paths["png"] = str(study.folder / "report.png")
     return paths

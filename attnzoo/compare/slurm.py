@@ -15,8 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from attnzoo.compare.study import Study, write_atomically
+from attnzoo.compare.study import Study
 from attnzoo.errors import AttnzooError
+from attnzoo.files import write_text
 
 SCRIPT = "compare.sbatch"
 
@@ -64,7 +65,7 @@ def write_array(study: Study, sbatch: list[str]) -> Path:
         raise AttnzooError(f"--sbatch {bad[0]!r}: give #SBATCH options such as gpus-per-task=1 or time=4:00:00, "
                            "one per word.")
     path = study.folder / "slurm" / SCRIPT
-    write_atomically(path, array_script(study, sbatch))
+    write_text(path, array_script(study, sbatch))
     path.chmod(0o755)
     return path
 

@@ -19,12 +19,12 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
 
 from attnzoo.errors import AttnzooError, suggest
+from attnzoo.files import write_atomically, write_text
 from attnzoo.registry import MODELS, get_spec
 
 STUDY_FILE = "study.json"
@@ -33,30 +33,8 @@ FORMAT = 1
 DEFAULT_SEEDS = 3
 
 
-def write_atomically(path: Path, content: str | bytes) -> None:
-    """``path`` holds its old complete content or the new one, never a part: written beside it, synced, renamed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content.encode() if isinstance(content, str) else content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(partial, 0o666 & ~_umask())
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_json(path: Path, value) -> None:
-    write_atomically(path, json.dumps(value, indent=1) + "\n")
+    write_text(path, json.dumps(value, indent=1) + "\n")
 
 
 def read_json(path: Path) -> dict | None:
@@ -227,7 +205,7 @@ def create_or_continue(folder: str | os.PathLike, recipe_path: str, models, seed
             study.save()
         return study
     folder.mkdir(parents=True, exist_ok=True)
-    write_atomically(folder / RECIPE_FILE, data)
+    write_atomically(folder / RECIPE_FILE, lambda partial: partial.write_bytes(data))
     study = Study(folder, sha, models, seeds, str(recipe_path))
     study.save()
     return study
