@@ -41,11 +41,15 @@ def test_without_torchvision_the_detection_api_is_one_line_naming_the_extra(monk
     for name in [n for n in sys.modules if n.startswith("attnzoo.detection.") or n.startswith("torchvision")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "torchvision", None)  # what importlib sees where it is not installed
-    import attnzoo.detection  # the package itself imports: its data part needs no torchvision
-
-    for name in ("fpn_backbone", "add_attention"):
+    import attnzoo.detection  # the package and its modules import: torchvision is imported where it is used
+    namespace = {}
+    exec("from attnzoo.detection import *", namespace)  # as help(), pydoc and star imports walk every name
+    assert "fpn_backbone" in namespace and "add_attention" in namespace
+    assert hasattr(attnzoo.detection, "fpn_backbone") and hasattr(attnzoo.detection, "add_attention")
+    for use in (lambda: attnzoo.detection.fpn_backbone("r18"),
+                lambda: attnzoo.detection.add_attention(torch.nn.Module(), "se")):
         with pytest.raises(AttnzooError) as err:
-            getattr(attnzoo.detection, name)
+            use()
         assert "\n" not in str(err.value)
         assert "torchvision" in str(err.value) and "pip install 'attnzoo[detection]'" in str(err.value)
     importlib.invalidate_caches()

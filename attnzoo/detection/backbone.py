@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -36,9 +37,17 @@ from attnzoo.errors import AttnzooError
 from attnzoo.extras import require
 from attnzoo.registry import create_model
 
-require("detection", "attnzoo.detection.fpn_backbone (torchvision's detectors)", only=("torchvision",))
-from torchvision.ops.feature_pyramid_network import (  # noqa: E402  (after the check that names the extra)
-    ExtraFPNBlock, FeaturePyramidNetwork, LastLevelMaxPool)
+if TYPE_CHECKING:
+    from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
+
+
+def _torchvision_fpn():
+    """torchvision's FeaturePyramidNetwork and LastLevelMaxPool, or one line naming the extra (imported where
+    used: the rest of attnzoo, this module's names included, never needs torchvision)."""
+    require("detection", "attnzoo.detection.fpn_backbone (torchvision's detectors)", only=("torchvision",))
+    from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
+
+    return FeaturePyramidNetwork, LastLevelMaxPool
 
 # What each norm option makes of the backbone's BatchNorms (its attention modules' own norms stay trainable,
 # see attnzoo.backbones.features). frozen: FrozenBatchNorm2d, statistics and affine fixed (torchvision's default
@@ -66,6 +75,7 @@ class FPNBackbone(nn.Module):
     def __init__(self, body: FeatureNet, out_channels: int = 256, extra_blocks: ExtraFPNBlock | None = None,
                  norm_layer: Callable[..., nn.Module] | None = None):
         super().__init__()
+        FeaturePyramidNetwork, LastLevelMaxPool = _torchvision_fpn()
         self.body = body
         self.fpn = FeaturePyramidNetwork(in_channels_list=list(body.feature_info.channels()), out_channels=out_channels,
                                          extra_blocks=LastLevelMaxPool() if extra_blocks is None else extra_blocks,
@@ -117,6 +127,7 @@ def fpn_backbone(
         **model_options: the model's options, as ``create_model`` takes them (``attention_stages=[2, 3, 4]``,
             ``attention_kwargs={"ratio": 1 / 4}``, ``in_chans``, ...).
     """
+    _torchvision_fpn()  # before the model is built
     if norm not in NORMS:
         raise AttnzooError(f"norm={norm!r} is not one of {', '.join(NORMS)}.")
     for option, instead in OWN_OPTIONS.items():

@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
 from attnzoo.data.base import ClassificationDataModule
-from attnzoo.data.image_folder import ImageFiles
+from attnzoo.data.image_folder import ImageFiles, open_image
 from attnzoo.data.modules import ShapesDataModule
 from attnzoo.data.sampling import unpack
 from attnzoo.data.transforms import to_rgb, to_uint8_tensor
@@ -206,8 +206,8 @@ class CocoDetection(_Flipping):
 
     def load(self, index: int) -> tuple[torch.Tensor, dict]:
         image = self.annotations.images[index]
-        with Image.open(self.annotations.image_dir / image["file_name"]) as file:
-            pixels = to_uint8_tensor(to_rgb(file))
+        with open_image(self.annotations.image_dir / image["file_name"]) as file:  # a regular file only
+            pixels = WholeImage()(file)
         return pixels, self.annotations.target(index)
 
 

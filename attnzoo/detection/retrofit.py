@@ -41,16 +41,22 @@ from attnzoo.errors import AttnzooError
 from attnzoo.extras import require
 from attnzoo.registry import BACKBONES, ModelConfig
 
-require("detection", "attnzoo.detection.add_attention (torchvision's detectors)", only=("torchvision",))
-from torchvision.models import resnet as tv_resnet  # noqa: E402  (after the check that names the extra)
 
 # The papers' detection placement where it differs from "every stage" (see the module docstring).
 DETECTION_STAGES = {"gc": (2, 3, 4)}
 
 STAGES = range(5)  # 0: the stem, 1..4: layer1..layer4, as attnzoo's ResNet numbers them
-_BLOCKS = {tv_resnet.BasicBlock: BasicBlock, tv_resnet.Bottleneck: Bottleneck}
 _BLOCK_CHILDREN = {BasicBlock: ("conv1", "bn1", "relu", "conv2", "bn2", "downsample"),
                    Bottleneck: ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "relu", "downsample")}
+
+
+def _blocks() -> dict[type, type]:
+    """torchvision's ResNet block classes, each with attnzoo's of the same kind; or one line naming the extra
+    (imported where used: the rest of attnzoo, this module's names included, never needs torchvision)."""
+    require("detection", "attnzoo.detection.add_attention (torchvision's detectors)", only=("torchvision",))
+    from torchvision.models import resnet as tv_resnet
+
+    return {tv_resnet.BasicBlock: BasicBlock, tv_resnet.Bottleneck: Bottleneck}
 
 
 def resnet_body(model: nn.Module) -> nn.Module:
@@ -73,8 +79,8 @@ def _zoo_backbone(body: nn.Module) -> str | None:
     first = body.layer1[0]
     if len(kinds) != 1 or first.conv1.groups != 1 or first.conv2.groups != 1:
         return None
-    planes = first.conv1.out_channels if isinstance(first, tv_resnet.Bottleneck) else first.conv2.out_channels
-    kind = _BLOCKS.get(kinds.pop())
+    kind = _blocks().get(kinds.pop())
+    planes = first.conv1.out_channels if kind is Bottleneck else first.conv2.out_channels
     for name, (cls, fixed) in BACKBONES.items():
         if fixed.get("block") is kind and list(fixed["layers"]) == depths and planes == 64:
             return name
@@ -131,7 +137,7 @@ def _gate_convs(module: nn.Module, factory: ModuleFactory, added: list[nn.Module
 def _attended(block: nn.Module, where: str, attn: ModuleFactory | None, gate: ModuleFactory | None,
               added: list[nn.Module]) -> nn.Module:
     """attnzoo's block of the same kind holding ``block``'s own modules, with the attention and the gates."""
-    kind = _BLOCKS.get(type(block))
+    kind = _blocks().get(type(block))
     if type(block) in _BLOCK_CHILDREN:
         raise AttnzooError(f"{where} has attention already (it is attnzoo's {type(block).__name__}): add "
                            "attention to a detector once.")
@@ -183,6 +189,7 @@ def add_attention(
     Returns what was added: ``{"attention", "backbone", "stages", "modules", "parameters", "trainable_parameters"}``
     (``backbone``: the registered depth whose options were used, None for another ResNet).
     """
+    _blocks()  # torchvision, or the one line naming the extra, before anything is looked at
     body = resnet_body(model)
     plan, backbone = _plan(body, attention, attention_kwargs, attention_stages, attention_stage_kwargs)
     present = [0, *(stage for stage in STAGES[1:] if hasattr(body, f"layer{stage}"))]
