@@ -327,7 +327,8 @@ def _gated_conv(channels: int, **conv):
     from attnzoo.backbones.layers import GatedConv2d
 
     kernel_size, bias = conv.pop("kernel_size", 1), conv.pop("bias", False)
-    return randomize(GatedConv2d(channels, channels, kernel_size, bias=bias, gate=GCT(channels), **conv))
+    layer = randomize(GatedConv2d(channels, channels, kernel_size, bias=bias, gate=GCT(channels), **conv))
+    return layer.train()  # the fused backward is a training step's: in eval mode the gate module runs as written
 
 
 def _saved_fraction(compiled: bool, layer: torch.nn.Module) -> float:
@@ -365,6 +366,17 @@ def test_gated_convolution_is_exactly_the_gate_then_the_convolution(conv, channe
     grad = torch.randn_like(y)
     for ours, theirs in zip(torch.autograd.grad(y, [x, *params], grad), torch.autograd.grad(reference, [x, *params], grad)):
         torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_an_eval_pass_with_gradients_runs_the_gate_module_as_written():
+    """Grad-CAM and the FLOP counter run eval passes with gradients: the gate module's own forward (and so its
+    hooks) runs there; only a training step takes the fused path."""
+    layer, calls = _gated_conv(8), []
+    layer.gate.register_forward_hook(lambda *_: calls.append(layer.training))
+    x = torch.randn(2, 8, 5, 5, requires_grad=True)
+    layer.eval()(x).sum().backward()
+    layer.train()(x).sum().backward()
+    assert calls == [False]
 
 
 def test_gated_convolution_follows_autocast():

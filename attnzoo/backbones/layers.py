@@ -80,7 +80,7 @@ class GatedConv2d(nn.Conv2d):
     It keeps ``nn.Conv2d``'s own parameter names (``weight``), so plain weights load unchanged; the gate's
     parameters sit beside them under ``<conv>.gate``.
 
-    In an eager training step (grad enabled) a gate that exposes its multiplier (``AttentionModule.gate_for``)
+    In an eager training step (training mode, grad enabled) a gate that exposes its multiplier (``AttentionModule.gate_for``)
     is applied inside the convolution's own autograd function, which keeps x rather than x · g for the backward
     pass (see ``_GatedConvolution``), the same arithmetic. There the gate module's ``forward`` is not called
     (its ``GateTap`` still sees the gate). Compiled training gets the same saving from the gate's
@@ -96,7 +96,10 @@ class GatedConv2d(nn.Conv2d):
         plain_call = self.padding_mode != "zeros" or isinstance(self.padding, str)  # what F.conv2d alone can do
         # Compiled, the product is recomputed by the gate's own apply_gate (a checkpoint the partitioner turns into
         # recomputation); traced, this function's backward multiply would be merged with the forward's and saved.
-        if gate_for is None or plain_call or not torch.is_grad_enabled() or torch.compiler.is_compiling():
+        # A training step only: an eval pass with gradients (Grad-CAM, FLOP counting) calls the gate module itself,
+        # so that its hooks see it as written.
+        training_step = self.training and torch.is_grad_enabled()
+        if gate_for is None or plain_call or not training_step or torch.compiler.is_compiling():
             return super().forward(self.gate(x))
         multiplier = gate_for(x)
         if multiplier is None:
