@@ -21,13 +21,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from attnzoo.compare.statistics import distinguishable
+from attnzoo.compare.study import DEFAULT_SEEDS
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 PAGE = DOCS / "compare.md"
 OUT = DOCS / "compare"
 RECIPE = ROOT / "configs" / "quickstart.yaml"
 MODELS = ["r18", "se_r18", "eca_r18", "gct_r18", "gc_r18", "cbam_r18", "gam_r18"]
-SEEDS = 3
 START, END = "<!-- comparison:start (docs/make_comparison.py) -->", "<!-- comparison:end -->"
 ANALYSIS = DOCS / "analysis.md"
 SEEDS_START, SEEDS_END = "<!-- seeds:start (docs/make_comparison.py) -->", "<!-- seeds:end -->"
@@ -39,10 +41,8 @@ def attnzoo(*args: str) -> None:
     subprocess.run(command, cwd=ROOT, check=False)  # a failed run is in the report, as failed
 
 
-def block(study: Path) -> str:
-    report = json.loads((study / "report.json").read_text())
-    finished = sum(row["runs"]["finished"] for row in report["models"])
-    total = len(report["models"]) * report["study"]["seeds"]
+def block(study: Path, report: dict) -> str:
+    finished, total = report["runs"]["finished"], report["runs"]["total"]
     table = (study / "report.md").read_text().strip()
     machine = (report.get("bench") or {}).get("machine") or {}
     lines = []
@@ -76,7 +76,7 @@ def seeds_block(report: dict) -> str:
             diff, verdict = f"{d['mean']:+.1f}", "too few seeds"
         else:
             diff = f"{d['mean']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}]"
-            verdict = "yes" if d["ci_low"] > 0 or d["ci_high"] < 0 else "no"
+            verdict = "yes" if distinguishable(d) else "no"
         lines.append(f"| `{row['model']}` | {interval} | {diff} | {verdict} |")
     return "\n".join(lines)
 
@@ -106,8 +106,9 @@ def write_docs(study: Path) -> None:
     for name in ("report.json", "report.csv", "report.png"):
         if (study / name).exists():
             shutil.copyfile(study / name, OUT / name)
-    replace_between(PAGE, START, END, block(study))
-    replace_between(ANALYSIS, SEEDS_START, SEEDS_END, seeds_block(json.loads((study / "report.json").read_text())))
+    report = json.loads((study / "report.json").read_text())
+    replace_between(PAGE, START, END, block(study, report))
+    replace_between(ANALYSIS, SEEDS_START, SEEDS_END, seeds_block(report))
     print(f"wrote {PAGE.relative_to(ROOT)}, {OUT.relative_to(ROOT)}/ and the ranking in {ANALYSIS.relative_to(ROOT)}")
 
 
@@ -124,7 +125,7 @@ def main() -> None:
     elif (args.study / "study.json").exists():
         attnzoo(str(args.study), "--parallel", str(args.parallel))
     else:
-        attnzoo("--models", *MODELS, "--config", str(RECIPE.relative_to(ROOT)), "--seeds", str(SEEDS),
+        attnzoo("--models", *MODELS, "--config", str(RECIPE.relative_to(ROOT)), "--seeds", str(DEFAULT_SEEDS),
                 "--out", str(args.study), "--parallel", str(args.parallel))
     write_docs(args.study)
 

@@ -236,6 +236,7 @@ def test_report_averages_finished_runs_only_and_names_failed_ones(tmp_path, reci
     assert rows["r18"]["reference"] is None and rows["se_r18"]["reference"] == "r18"
     assert rows["r18"]["best_top1"]["mean"] == pytest.approx(80.0)
     assert report["failed_runs"] == [{"model": "eca_r18", "seed": 2, "error": "RuntimeError: boom"}]
+    assert report["runs"] == {"finished": 8, "total": 9}
     md = Path(paths["md"]).read_text()
     assert "| `eca_r18` | 2 (1 failed) |" in md
     assert "se_r18 is above r18 by more than seed noise over 3 seeds" in md
@@ -255,8 +256,7 @@ def test_the_docs_comparison_is_its_reports_own_table_and_says_when_it_is_partia
     report = json.loads((docs / "compare" / "report.json").read_text())
     page = (docs / "compare.md").read_text()
     assert markdown(report).strip() in page, "stale: python docs/make_comparison.py --study STUDY --report"
-    finished = sum(row["runs"]["finished"] for row in report["models"])
-    total = len(report["models"]) * report["study"]["seeds"]
+    finished, total = report["runs"]["finished"], report["runs"]["total"]
     assert (f"Partial: {finished} of {total} runs finished" in page) == (finished < total)
     assert report["study"]["models"] == ["r18", "se_r18", "eca_r18", "gct_r18", "gc_r18", "cbam_r18", "gam_r18"]
     # analysis.md ranks the modules by this study, not by its single-seed runs.

@@ -57,8 +57,7 @@ def draw(report: dict):
                "training images/s (attnzoo bench), axis reversed: slower to the right")
         axes[1].invert_xaxis()  # costlier to the right in both panels
     study = report["study"]
-    finished = sum(row["runs"]["finished"] for row in rows)
-    total = len(rows) * study["seeds"]
+    finished, total = report["runs"]["finished"], report["runs"]["total"]
     status = "" if finished == total else f" - PARTIAL: {finished} of {total} runs finished"
     figure.suptitle(f"{study['recipe_source']}: mean and 95% t-interval over up to {study['seeds']} seeds "
                     f"(dots: single runs; hollow: one run, no interval){status}", fontsize=9, x=0.01, ha="left")

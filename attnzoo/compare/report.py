@@ -27,13 +27,13 @@ METRICS = (("final", "top1"), ("final", "top5"), ("best", "top1"), ("best", "top
 ACCURACY_BOUNDS = (0.0, 100.0)
 
 
-def _per_seed(study: Study, model: str, which: str, metric: str) -> dict[int, float]:
+def _per_seed(results: dict[tuple[str, int], dict], model: str, which: str, metric: str) -> dict[int, float]:
+    """``{seed: value in %}`` of ``model``'s finished runs (``results``: the finished runs' result.json)."""
     out = {}
-    for run in study.runs():
-        if run.model == model and state(run) == "finished":
-            value = ((run.result() or {}).get(which) or {}).get(metric)
-            if value is not None:
-                out[run.seed] = 100 * value
+    for (run_model, seed), result in results.items():
+        value = (result.get(which) or {}).get(metric)
+        if run_model == model and value is not None:
+            out[seed] = 100 * value
     return out
 
 
@@ -49,6 +49,9 @@ def build(study: Study, bench: bool = True, log=print) -> dict:
     states = {(run.model, run.seed): state(run) for run in runs}
     failures = [{"model": run.model, "seed": run.seed, "error": run.status().get("error", "")}
                 for run in runs if states[(run.model, run.seed)] == "failed"]
+    # Each finished run's result.json, read once: every column and sentence below is made from these.
+    results = {(run.model, run.seed): run.result() or {} for run in runs
+               if states[(run.model, run.seed)] == "finished"}
     per_model_costs, setting, measured = costs(study, bench=bench, log=log)
     rows = []
     for model in study.models:
@@ -56,16 +59,16 @@ def build(study: Study, bench: bool = True, log=print) -> dict:
         counts = {name: sum(1 for (m, _), s in states.items() if m == model and s == name)
                   for name in ("finished", "failed", "interrupted", "running", "pending")}
         row = {"model": model, "backbone": spec.backbone, "attention": spec.attention, "runs": counts,
-               "seeds": sorted(_per_seed(study, model, "final", "top1"))}
+               "seeds": sorted(_per_seed(results, model, "final", "top1"))}
         for which, metric in METRICS:
-            row[f"{which}_{metric}"] = stats.summarize(list(_per_seed(study, model, which, metric).values()),
+            row[f"{which}_{metric}"] = stats.summarize(list(_per_seed(results, model, which, metric).values()),
                                                        bounds=ACCURACY_BOUNDS)
         reference = reference_of(model, study.models)
         row["reference"] = reference
         if reference is not None:
             for which in ("final", "best"):
                 row[f"{which}_top1_vs_reference"] = stats.paired_difference(
-                    _per_seed(study, model, which, "top1"), _per_seed(study, reference, which, "top1"))
+                    _per_seed(results, model, which, "top1"), _per_seed(results, reference, which, "top1"))
         row["cost"] = per_model_costs.get(model, {})
         rows.append(row)
     return {
@@ -74,9 +77,10 @@ def build(study: Study, bench: bool = True, log=print) -> dict:
         "confidence": stats.CONFIDENCE,
         "setting": setting,
         "bench": None if measured is None else {k: measured[k] for k in ("machine", "memory_method", "config")},
+        "runs": {"finished": len(results), "total": len(runs)},
         "models": rows,
         "failed_runs": failures,
-        "sentences": sentences(study, rows),
+        "sentences": sentences(results, rows),
     }
 
 
@@ -86,10 +90,10 @@ def _fmt_difference(d: dict) -> str:
     return f"{d['mean']:+.2f} points, 95% interval {d['ci_low']:+.2f} to {d['ci_high']:+.2f}"
 
 
-def sentences(study: Study, rows: list[dict]) -> list[str]:
+def sentences(results: dict[tuple[str, int], dict], rows: list[dict]) -> list[str]:
     """Plain sentences: which models cannot be told apart from seed noise, and which can."""
     out = []
-    finals = {row["model"]: _per_seed(study, row["model"], "final", "top1") for row in rows}
+    finals = {row["model"]: _per_seed(results, row["model"], "final", "top1") for row in rows}
     for row in rows:
         d = row.get("final_top1_vs_reference")
         if d is None:
@@ -121,7 +125,7 @@ def sentences(study: Study, rows: list[dict]) -> list[str]:
         out.append(f"Among the attention models, these pairs differ by more than seed noise: {', '.join(apart)}. "
                    f"Of {tested} pairs each tested at 95%, about {tested / 20:.1f} would look so by chance alone: "
                    "a pair that matters deserves more seeds.")
-    finished = [run.result() or {} for run in study.runs() if state(run) == "finished"]
+    finished = list(results.values())
     if finished and all((r.get("best") or {}).get("epoch") == (r.get("final") or {}).get("epoch") for r in finished):
         out.append("In every finished run the best epoch was the last one, so the best-epoch columns equal the final "
                    "ones.")
