@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +86,26 @@ def hub(hub_server, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TEST_TOKEN)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     return hub_server
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint of a width-0.25 ECA-MobileNetV2 on the shapes data, as `attnzoo fit` writes it (trained
+    once per test process, for the tests that need a real Trainer-written checkpoint)."""
+    import lightning as L
+
+    from attnzoo.data import ShapesDataModule
+    from attnzoo.training import ImageClassifier
+
+    folder = tmp_path_factory.mktemp("checkpoint")
+    data = ShapesDataModule(num_train=32, num_val=16, batch_size=16)
+    model = ImageClassifier("eca_mobilenetv2", num_classes=data.num_classes, model_args={"width_mult": 0.25},
+                            class_names=data.class_names, preprocessing=data.preprocessing)
+    trainer = L.Trainer(default_root_dir=folder, accelerator="cpu", max_epochs=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, data)
+    trainer.save_checkpoint(folder / "eca.ckpt")
+    return folder / "eca.ckpt"
 
 
 @pytest.fixture

@@ -224,24 +224,6 @@ def test_predictions_on_a_full_disk_keep_the_old_file_or_leave_none(tmp_path, fu
 
 # ---- a real full disk and a real read-only folder, through the command line ------------------------------------
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    import lightning as L
-
-    from attnzoo.data import ShapesDataModule
-    from attnzoo.training import ImageClassifier
-
-    folder = tmp_path_factory.mktemp("checkpoint")
-    data = ShapesDataModule(num_train=16, num_val=16, batch_size=16)
-    model = ImageClassifier("mobilenetv2", num_classes=data.num_classes, model_args=TINY_MODEL,
-                            class_names=data.class_names, preprocessing=data.preprocessing)
-    trainer = L.Trainer(default_root_dir=folder, accelerator="cpu", max_steps=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(model, data)
-    trainer.save_checkpoint(folder / "tiny.ckpt")
-    return folder / "tiny.ckpt"
-
-
 def attnzoo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     return subprocess.run([str(ATTNZOO), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
@@ -257,7 +239,7 @@ def test_predict_on_a_real_full_disk_keeps_yesterdays_predictions(tmp_path, tmpf
     yesterday = disk / "predictions.jsonl"
     yesterday.write_text(json.dumps({"input": "x" * 9000}) + "\n")
     kept = yesterday.read_bytes()
-    args = ["predict", *SHAPES, "--model.model", "mobilenetv2", "--data.predict_path", str(images),
+    args = ["predict", *SHAPES, "--model.model", "eca_mobilenetv2", "--data.predict_path", str(images),
             "--ckpt_path", str(tiny_checkpoint), "--predictions.print_limit", "0"]
 
     result = attnzoo(*args, "--predictions.output_file", str(yesterday), "--predictions.overwrite", "true",
@@ -317,7 +299,7 @@ def test_an_output_that_cannot_be_written_is_one_line_before_the_work(command, k
     Image.new("RGB", (32, 32), (200, 30, 30)).save(images / "a.png")
     release = tmp_path / "release.pth"
     torch.save({}, release)
-    lightning = [*SHAPES, "--model.model", "mobilenetv2", "--model.model_args", json.dumps(TINY_MODEL)]
+    lightning = [*SHAPES, "--model.model", "eca_mobilenetv2", "--model.model_args", json.dumps(TINY_MODEL)]
     args = {
         "fit": ["fit", *lightning, "--trainer.max_steps", "1", "--trainer.default_root_dir", str(target)],
         "predict": ["predict", *lightning, "--data.predict_path", str(images), "--ckpt_path", str(tiny_checkpoint),
@@ -377,7 +359,7 @@ def test_a_killed_export_or_convert_does_not_block_the_rerun(tmp_path, capsys, t
     os.utime(old, (stale, stale))
 
     main(["export", str(tiny_checkpoint), "--out", str(out)])
-    assert "wrote mobilenetv2" in capsys.readouterr().out
+    assert "wrote eca_mobilenetv2" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
 
 
