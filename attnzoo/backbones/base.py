@@ -3,6 +3,7 @@ the numbered stages that ``attention_stages`` selects."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -62,6 +63,16 @@ def run_stage(root: nn.Module, stage: Stage, x: torch.Tensor) -> torch.Tensor:
     for path in stage.runs:
         x = submodule(root, path)(x)
     return x
+
+
+def run_stages(root: nn.Module, stages: Sequence[Stage], take, x: torch.Tensor) -> tuple[torch.Tensor, list]:
+    """Run ``stages`` in order from ``x``: (the last one's output, [the outputs of the stages in ``take``])."""
+    outputs = []
+    for stage in stages:
+        x = run_stage(root, stage, x)
+        if stage.index in take:
+            outputs.append(x)
+    return x, outputs
 
 
 def take_indices(num_stages: int, indices) -> list[int]:
@@ -168,11 +179,7 @@ class ImageClassifierNet(nn.Module):
         take = take_indices(len(self._stages), indices)
         self.check_input(x)
         last = take[-1] if stop_early or intermediates_only else len(self._stages) - 1
-        intermediates = []
-        for stage in self._stages[:last + 1]:
-            x = run_stage(self, stage, x)
-            if stage.index in take:
-                intermediates.append(x)
+        x, intermediates = run_stages(self, self._stages[:last + 1], take, x)
         return intermediates if intermediates_only else (x, intermediates)
 
     def stage_of(self, path: str) -> int | None:

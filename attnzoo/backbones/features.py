@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from attnzoo.backbones.base import ImageClassifierNet, Stage, check_images, run_stage, stage_containing, submodule, \
+from attnzoo.backbones.base import ImageClassifierNet, Stage, check_images, run_stages, stage_containing, submodule, \
     take_indices
 from attnzoo.backbones.frozen import batch_norms, freeze_batch_norm
 from attnzoo.errors import AttnzooError
@@ -138,10 +138,9 @@ class FeatureNet(nn.Module):
         self._adopt(model, {path for stage in self._stages for path in stage.runs})
         own = set(self.state_dict())
         self.dropped_keys = tuple(k for k in model.state_dict() if k not in own)
-        for stage in self._stages[: self.frozen_stages + 1]:
-            for path in stage.runs:
-                for param in submodule(self, path).parameters():
-                    param.requires_grad_(False)
+        for module in self._frozen_modules():
+            for param in module.parameters():
+                param.requires_grad_(False)
         if self.frozen_bn:
             freeze_batch_norm(self)
         self.register_load_state_dict_pre_hook(_drop_classifier_keys)
@@ -161,6 +160,13 @@ class FeatureNet(nn.Module):
                 raise AttnzooError(f"cannot take part of {name} ({type(child).__name__}) as features.")
             self.add_module(name, nn.Sequential(OrderedDict((key, m) for key, m in child.named_children() if key in inner)))
 
+    def _frozen_modules(self) -> Iterator[nn.Module]:
+        """The modules of the frozen stages (``frozen_stages``), looked up each time: a SyncBatchNorm conversion
+        after construction replaces some of them."""
+        for stage in self._stages[: self.frozen_stages + 1]:
+            for path in stage.runs:
+                yield submodule(self, path)
+
     def stages(self) -> list[Stage]:
         """The stages this network runs (those of the classifier up to the last output)."""
         return list(self._stages)
@@ -171,9 +177,8 @@ class FeatureNet(nn.Module):
     def train(self, mode: bool = True) -> FeatureNet:
         super().train(mode)
         if mode:
-            for stage in self._stages[: self.frozen_stages + 1]:
-                for path in stage.runs:
-                    submodule(self, path).eval()
+            for module in self._frozen_modules():
+                module.eval()
             if self.norm_eval:
                 for norm in batch_norms(self):
                     norm.eval()
@@ -181,12 +186,7 @@ class FeatureNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         check_images(x, self.in_chans)
-        outputs = []
-        for stage in self._stages:
-            x = run_stage(self, stage, x)
-            if stage.index in self.out_indices:
-                outputs.append(x)
-        return outputs
+        return run_stages(self, self._stages, self.out_indices, x)[1]
 
 
 def _drop_classifier_keys(module: FeatureNet, state_dict, prefix, local_metadata, strict, missing_keys,
