@@ -85,6 +85,24 @@ def test_frozen_batch_norm_equals_torchvisions_bitwise():
 
 
 @peers
+def test_the_fpn_of_a_built_model_says_which_of_its_weights_it_drops(caplog):
+    """A model with its weights (attnzoo.load, a checkpoint's) loses its head in the features: said, as when
+    weights are given; a fresh model's head is not news."""
+    import logging
+
+    import attnzoo
+    from attnzoo.detection import fpn_backbone
+
+    _torchvision()
+    with caplog.at_level(logging.WARNING, logger="attnzoo.features"):
+        fpn_backbone("r18")
+    assert "dropped" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="attnzoo.features"):
+        fpn_backbone(attnzoo.create_model("r18"))
+    assert "2 classifier weight entries dropped (fc.weight, fc.bias)" in caplog.text
+
+
+@peers
 @pytest.mark.parametrize("norm", ["frozen", "bn"])
 def test_r50_fpn_backbone_is_torchvisions_resnet_fpn_backbone_bitwise(norm, resnet50_weights):
     tv = _torchvision()

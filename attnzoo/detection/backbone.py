@@ -150,8 +150,10 @@ def fpn_backbone(
     # A stage after the last returned one is not part of the features, so there is nothing of it to freeze.
     options = {"frozen_stages": min(num_stages - 1 - trainable_layers, returned[-1]), "frozen_bn": norm == "frozen",
                "norm_eval": norm == "eval"}
-    # Loaded weights bring a head that the features drop, which features_of says; a fresh model's is not news.
-    body = (FeatureNet if weights is None else features_of)(model, returned, **options)
+    # Loaded weights (given here, or a built model's own) bring a head that the features drop, which features_of
+    # says; a fresh model's is not news.
+    trained = weights is not None or model is name
+    body = (features_of if trained else FeatureNet)(model, returned, **options)
     if norm == "syncbn":
         body = nn.SyncBatchNorm.convert_sync_batchnorm(body)
     return FPNBackbone(body, out_channels, extra_blocks, fpn_norm_layer)
