@@ -327,13 +327,21 @@ def apply_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
     """``load_state_dict`` with errors a user can act on: missing, unexpected, mis-shaped and mistyped keys are
     named."""
     state_dict = clean_state_dict(state_dict)
-    own = model.state_dict()
-    problems, converted = check_fits(own, state_dict, model.config.architecture, strict, what)
+    fit = check_fits(model.state_dict(), state_dict, model.config.architecture, strict, what)
+    _load_checked(model, state_dict, fit, what)
+
+
+def _load_checked(model: nn.Module, state_dict: Mapping[str, torch.Tensor], fit: tuple[list, list],
+                  what: str) -> None:
+    """Load a cleaned ``state_dict`` that :func:`check_fits` has passed (``fit``: its problems and conversions,
+    said here as warnings); entries the model does not have were refused or reported there."""
+    problems, converted = fit
     if problems:
         log.warning("loading %s with strict=False: %s", what, "; ".join(problems))
     if converted:
         log.warning("%s are stored as %s and converted on loading: %s.", what,
                     ", ".join(sorted({c.split(' ->')[0] for c in converted})), "; ".join(converted))
+    own = model.state_dict()
     model.load_state_dict({k: v for k, v in state_dict.items() if k in own}, strict=False)
 
 
@@ -341,12 +349,14 @@ def build_fitting(config: ModelConfig, state_dict: Mapping[str, torch.Tensor], s
                   what: str = "the weights") -> nn.Module:
     """``build(config)`` with ``state_dict`` loaded. The config's sizes (num_classes, widths) are compared with
     the weights' shapes on the meta device first, where building costs no memory: a config.json that says
-    ``num_classes: 1000000000`` is refused in a moment instead of allocating terabytes for the classifier."""
+    ``num_classes: 1000000000`` is refused in a moment instead of allocating terabytes for the classifier.
+    That one check is the load's: the real model has the skeleton's keys, shapes and dtypes."""
+    state_dict = clean_state_dict(state_dict)
     with torch.device("meta"):
         skeleton = build(config)
-    check_fits(skeleton.state_dict(), clean_state_dict(state_dict), config.architecture, strict, what)
+    fit = check_fits(skeleton.state_dict(), state_dict, config.architecture, strict, what)
     model = build(config)
-    apply_state_dict(model, state_dict, strict=strict, what=what)
+    _load_checked(model, state_dict, fit, what)
     return model
 
 
