@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from attnzoo.detection.data import DetectionDataModule
 from attnzoo.errors import AttnzooError, unknown
 from attnzoo.extras import require
 from attnzoo.training.module import _picklable
@@ -177,6 +178,12 @@ class Detector(L.LightningModule):
     def masks(self) -> bool:
         return self.detector_name == "mask_rcnn"
 
+    def setup(self, stage: str) -> None:
+        # Lightning sets the data module up first; its datasets build targets lazily, so none has masks yet.
+        data = self._trainer.datamodule if self._trainer is not None else None
+        if isinstance(data, DetectionDataModule):
+            data.use_masks(self.masks)
+
     def _metric(self):
         from importlib.util import find_spec
 
@@ -209,8 +216,6 @@ class Detector(L.LightningModule):
     def training_step(self, batch, batch_idx):
         images, targets = batch
         targets = [{k: v for k, v in t.items() if k != "image_id"} for t in targets]
-        if not self.masks:
-            targets = [{k: v for k, v in t.items() if k != "masks"} for t in targets]
         self._check_masks(targets)
         losses = self.model(self._images(images), targets)
         loss = sum(losses.values())
