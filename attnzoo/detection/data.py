@@ -24,7 +24,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
-from attnzoo.data.base import ClassificationDataModule
+from attnzoo.data.base import ClassificationDataModule, LabelledSamples
 from attnzoo.data.image_folder import ImageFiles, open_image
 from attnzoo.data.modules import ShapesDataModule
 from attnzoo.data.sampling import unpack
@@ -217,26 +217,18 @@ class CocoDetection(_Flipping):
         return pixels, self.annotations.target(index, masks=self.masks)
 
 
-class LabelledImages(Dataset):
+class LabelledImages(LabelledSamples):
     """The first ``count`` images of a detection set for ``predict``: ``(image, "split[i] (true: names)")``."""
 
-    def __init__(self, dataset: Dataset, count: int, split: str, class_names: list[str]):
-        self.dataset, self.count, self.split, self.class_names = dataset, min(count, len(dataset)), split, class_names
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
-        image, target = self.dataset[index]
-        names = ", ".join(self.class_names[i - 1] for i in target["labels"].tolist())
-        return image, f"{self.split}[{index}] (true: {names or 'nothing'})"
+    def _truth(self, target: dict) -> str:
+        return ", ".join(self.class_names[i - 1] for i in target["labels"].tolist()) or "nothing"
 
 
 class DetectionDataModule(ClassificationDataModule):
     """Base of the detection data modules: list batches, classes 1..num_classes (0 is background)."""
 
     collate_fn = staticmethod(collate_detection)
-    predict_samples = 8
+    labelled_class = LabelledImages
 
     def use_masks(self, masks: bool) -> None:
         """Whether targets carry instance masks; the :class:`~attnzoo.detection.Detector` says so in its
@@ -248,9 +240,6 @@ class DetectionDataModule(ClassificationDataModule):
     def predict_files(self) -> Dataset | None:
         """The user's ``predict_path`` images at their own size (the detector resizes them)."""
         return ImageFiles(self.predict_path, WholeImage()) if self.predict_path else None
-
-    def _predict_set(self, val_set: Dataset, split: str) -> Dataset:
-        return self.predict_files() or LabelledImages(val_set, self.predict_samples, split, self._class_names)
 
 
 class WholeImage:
