@@ -128,6 +128,17 @@ def test_unknown_detector_lists_the_accepted_ones():
                               "retinanet, fcos.")
 
 
+def test_a_bad_optimizer_is_refused_when_the_detector_is_built():
+    from functools import partial
+
+    from attnzoo.detection.module import Detector
+
+    with pytest.raises(AttnzooError) as err:  # before the backbone is built (and without torchvision)
+        Detector("r18", "faster_rcnn", num_classes=3, optimizer=partial(torch.optim.SGD, lr=-0.02))
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith("--model.optimizer SGD refuses its init_args: Invalid learning rate: -0.02")
+
+
 # ---- with torchvision ------------------------------------------------------------------------------------------
 
 
