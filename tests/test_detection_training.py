@@ -128,6 +128,17 @@ def test_unknown_detector_lists_the_accepted_ones():
                               "retinanet, fcos.")
 
 
+def test_a_bad_optimizer_is_refused_when_the_detector_is_built():
+    from functools import partial
+
+    from attnzoo.detection.module import Detector
+
+    with pytest.raises(AttnzooError) as err:  # before the backbone is built (and without torchvision)
+        Detector("r18", "faster_rcnn", num_classes=3, optimizer=partial(torch.optim.SGD, lr=-0.02))
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith("--model.optimizer SGD refuses its init_args: Invalid learning rate: -0.02")
+
+
 # ---- with torchvision ------------------------------------------------------------------------------------------
 
 
@@ -156,6 +167,40 @@ def test_each_detector_trains_and_evaluates(detector):
         model._evaluate(collate_detection([data.val_set[0], data.val_set[1]]), "val")
     results = model.val_map.compute()
     assert ("segm_map" in results) == (detector == "mask_rcnn")
+
+
+@pytest.mark.peers
+@pytest.mark.parametrize("detector", ["faster_rcnn", "mask_rcnn"])
+def test_targets_carry_masks_only_for_a_detector_with_a_mask_head(detector, tmp_path):
+    pytest.importorskip("torchvision")
+    import lightning as L
+
+    from attnzoo.detection.module import Detector
+
+    seen = []
+
+    class Batches(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            seen.extend(batch[1])
+
+    data = ShapesDetectionDataModule(num_train=2, num_val=2, image_size=48, num_classes=2, batch_size=2)
+    model = Detector("r18", detector, num_classes=2, min_size=48, max_size=48,
+                     model_args={"norm": "bn", "out_channels": 32}, anchor_sizes=[8, 16, 32, 64, 128],
+                     box_head_size=64, mask_head_layers=[16], preprocessing=data.preprocessing.to_dict())
+    trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Batches()],
+                        default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=data)
+    assert len(seen) == 2 and all(("masks" in t) == (detector == "mask_rcnn") for t in seen)
+
+
+def test_coco_targets_leave_masks_out_when_told(tmp_path):
+    write_coco(tmp_path)
+    data = coco_module(tmp_path)
+    data.setup("fit")
+    data.use_masks(False)
+    assert "masks" not in data.train_set[0][1] and "masks" not in data.val_set[0][1]
+    assert data.val_set[0][1]["boxes"].tolist() == [[4, 5, 14, 13], [20, 10, 26, 14]]
 
 
 def attnzoo(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -30,6 +31,24 @@ from attnzoo.data.sampling import ResumableSampler
 from attnzoo.data.transforms import eval_transform
 from attnzoo.errors import AttnzooError
 from attnzoo.preprocessing import Preprocessing
+
+
+class LabelledSamples(Dataset):
+    """The first ``count`` samples of a labelled data set as predict samples ``(image, "split[i] (true: name)")``."""
+
+    def __init__(self, dataset: Dataset, count: int, split: str, class_names: list[str]):
+        self.dataset, self.count, self.split, self.class_names = dataset, min(count, len(dataset)), split, class_names
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        image, label = self.dataset[index]
+        return image, f"{self.split}[{index}] (true: {self._truth(label)})"
+
+    def _truth(self, label) -> str:
+        """The true label as ``predict`` prints it."""
+        return self.class_names[label]
 
 
 class ClassificationDataModule(L.LightningDataModule):
@@ -47,6 +66,10 @@ class ClassificationDataModule(L.LightningDataModule):
 
     # How samples become a batch: None stacks them (torch's default); detection's targets differ in size per image.
     collate_fn = None
+    # What ``attnzoo predict`` shows without ``predict_path``: this many validation samples, labelled by this class
+    # (a module with a ``predict_samples`` option sets its own count).
+    predict_samples = 16
+    labelled_class: type[LabelledSamples] = LabelledSamples
 
     def __init__(
         self,
@@ -91,6 +114,14 @@ class ClassificationDataModule(L.LightningDataModule):
         if not self.predict_path:
             return None
         return ImageFiles(self.predict_path, eval_transform(self._preprocessing))
+
+    def _predict_set(self, val_set: Dataset | Callable[[], Dataset], split: str) -> Dataset:
+        """The user's ``predict_path`` images, or else the first ``predict_samples`` of ``val_set`` (the split
+        named ``split``) with their true labels; ``val_set`` may be a function that builds it, called only then."""
+        if files := self.predict_files():
+            return files
+        dataset = val_set() if callable(val_set) else val_set
+        return self.labelled_class(dataset, self.predict_samples, split, self._class_names)
 
     def _loader(self, dataset: Dataset | None, name: str, train: bool = False) -> DataLoader:
         if dataset is None:

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 
@@ -39,20 +38,6 @@ def _check_fits_memory(nbytes: int, what: str) -> None:
     if nbytes > total:
         raise AttnzooError(f"{what} need {nbytes / 2**30:,.1f} GiB in memory, more than this machine's "
                            f"{total / 2**30:,.1f} GiB: lower image_size, num_train or num_val.")
-
-
-class LabelledSamples(Dataset):
-    """The first ``count`` samples of a labelled data set as predict samples ``(image, "split[i] (true: name)")``."""
-
-    def __init__(self, dataset: Dataset, count: int, split: str, class_names: list[str]):
-        self.dataset, self.count, self.split, self.class_names = dataset, min(count, len(dataset)), split, class_names
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
-        image, label = self.dataset[index]
-        return image, f"{self.split}[{index}] (true: {self.class_names[label]})"
 
 
 class ImageFolderDataModule(ClassificationDataModule):
@@ -138,9 +123,8 @@ class ImageFolderDataModule(ClassificationDataModule):
         if stage == "test" and self.test_set is None:
             self.test_set = self._split("test", train=False)
         if stage == "predict" and self.predict_set is None:
-            self.predict_set = self.predict_files() or LabelledSamples(
-                self._split("val", train=False), 16, self.split_dirs["val"], self._class_names
-            )
+            # The validation folder is scanned only when there is no predict_path.
+            self.predict_set = self._predict_set(lambda: self._split("val", train=False), self.split_dirs["val"])
 
 
 class CIFARDataModule(ClassificationDataModule):
@@ -183,7 +167,7 @@ class CIFARDataModule(ClassificationDataModule):
             self.val_set = CifarDataset(folder, self.variant, "test")
         self.test_set = self.val_set
         if stage == "predict" and self.predict_set is None:
-            self.predict_set = self.predict_files() or LabelledSamples(self.val_set, 16, "test", self._class_names)
+            self.predict_set = self._predict_set(self.val_set, "test")
 
 
 class ShapesDataModule(ClassificationDataModule):
@@ -234,9 +218,6 @@ class ShapesDataModule(ClassificationDataModule):
 
     def _generate(self, count: int, seed_offset: int, train: bool = False) -> Dataset:
         return self.dataset_class(count, self.image_size, self.seed * 3 + seed_offset, self.num_classes, train=train)
-
-    def _predict_set(self, val_set: Dataset, split: str) -> Dataset:
-        return self.predict_files() or LabelledSamples(val_set, self.predict_samples, split, self._class_names)
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_set is None:

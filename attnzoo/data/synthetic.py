@@ -67,17 +67,31 @@ def _shape_mask(label: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise AssertionError(name)
 
 
-def _strokes(rng: np.random.Generator, n: int, count: int, xx: np.ndarray, yy: np.ndarray) -> list:
-    """``count`` random thin line segments per image: (mask [n,S,S], colour [n,3,1,1]) pairs."""
+def _gradient_background(rng: np.random.Generator, n: int, xx: np.ndarray, yy: np.ndarray) -> tuple:
+    """``(image float32 [n,3,S,S], colour [n,3,1,1])``: a random colour with a linear gradient in a random
+    direction (the detection set's backgrounds too, :mod:`attnzoo.detection.synthetic`)."""
+    colour = rng.uniform(0, 1, (n, 3, 1, 1)).astype(np.float32)
+    direction = rng.uniform(0, 2 * np.pi, (n, 1, 1))
+    ramp = (xx * np.cos(direction) + yy * np.sin(direction)).astype(np.float32)[:, None]
+    return colour + rng.uniform(-0.25, 0.25, (n, 3, 1, 1)).astype(np.float32) * ramp, colour
+
+
+def _strokes(rng: np.random.Generator, n: int, count: int, xx: np.ndarray, yy: np.ndarray,
+             width: tuple[float, float] = (0.02, 0.06), float64: bool = False) -> list:
+    """``count`` random thin line segments per image: (mask [n,S,S], colour [n,3,1,1]) pairs; ``width`` is the
+    range of their half-widths. ``float64`` places them as the detection set always has (its seeded images
+    stay the same); the classification set's are placed in float32."""
     out = []
     for _ in range(count):
         px, py = rng.uniform(-1, 1, (2, n, 1, 1))
         angle = rng.uniform(0, np.pi, (n, 1, 1))
         length = rng.uniform(0.2, 0.8, (n, 1, 1))
-        width = rng.uniform(0.02, 0.06, (n, 1, 1))
-        cos, sin = np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
-        dx, dy = xx - px.astype(np.float32), yy - py.astype(np.float32)
-        mask = (np.abs(dx * cos + dy * sin) < length) & (np.abs(dy * cos - dx * sin) < width)
+        half_width = rng.uniform(*width, (n, 1, 1))
+        cos, sin = np.cos(angle), np.sin(angle)
+        if not float64:
+            cos, sin, px, py = (a.astype(np.float32) for a in (cos, sin, px, py))
+        dx, dy = xx - px, yy - py
+        mask = (np.abs(dx * cos + dy * sin) < length) & (np.abs(dy * cos - dx * sin) < half_width)
         out.append((mask, rng.uniform(0, 1, (n, 3, 1, 1)).astype(np.float32)))
     return out
 
@@ -91,10 +105,7 @@ def render_shapes(labels: np.ndarray, size: int, rng: np.random.Generator, masks
     yy, xx = grid[None, :, None], grid[None, None, :]
 
     # Background: a colour, a linear gradient in a random direction, drawn strokes; noise comes last.
-    bg = rng.uniform(0, 1, (n, 3, 1, 1)).astype(np.float32)
-    direction = rng.uniform(0, 2 * np.pi, (n, 1, 1))
-    ramp = (xx * np.cos(direction) + yy * np.sin(direction)).astype(np.float32)[:, None]
-    img = bg + rng.uniform(-0.25, 0.25, (n, 3, 1, 1)).astype(np.float32) * ramp
+    img, bg = _gradient_background(rng, n, xx, yy)
 
     # The shape: random centre, scale and rotation; a colour that stands out from the background.
     fg = rng.uniform(0, 1, (n, 3, 1, 1)).astype(np.float32)

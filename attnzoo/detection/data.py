@@ -3,7 +3,8 @@ shapes set (:mod:`attnzoo.detection.synthetic`).
 
 Samples are ``(uint8 image [3, H, W], target)`` with ``target`` = {``boxes`` float32 [k, 4] x1 y1 x2 y2 in pixels,
 ``labels`` int64 [k] (1..num_classes; 0 is the detectors' background), ``masks`` uint8 [k, H, W] when the data
-has them, ``image_id`` int}; batches are lists (images differ in size; the detector resizes and pads them).
+has them and the detector has a mask head, ``image_id`` int}; batches are lists (images differ in size; the
+detector resizes and pads them).
 Training flips images horizontally with probability 0.5 (the papers' only augmentation), drawing from the
 sample's own generator so a resumed run sees the same flips.
 
@@ -23,7 +24,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
-from attnzoo.data.base import ClassificationDataModule
+from attnzoo.data.base import ClassificationDataModule, LabelledSamples
 from attnzoo.data.image_folder import ImageFiles, open_image
 from attnzoo.data.modules import ShapesDataModule
 from attnzoo.data.sampling import unpack
@@ -57,6 +58,9 @@ class _Flipping(Dataset):
 
     takes_sample_keys = True
     train = False
+    # Off when the detector has no mask head (DetectionDataModule.use_masks): a COCO target's full-size masks
+    # are most of its cost, and flipping and resizing them would be work thrown away.
+    masks = True
 
     def load(self, index: int) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
@@ -80,7 +84,8 @@ class ShapesDetection(_Flipping):
         return len(self.targets)
 
     def load(self, index: int) -> tuple[torch.Tensor, dict]:
-        return self.images[index], {**self.targets[index], "image_id": index}
+        target = {k: v for k, v in self.targets[index].items() if self.masks or k != "masks"}
+        return self.images[index], {**target, "image_id": index}
 
 
 # ---- COCO ------------------------------------------------------------------------------------------------------
@@ -168,8 +173,9 @@ class CocoAnnotations:
                                f"{image['file_name']!r}.")
         return ann
 
-    def target(self, index: int) -> dict:
-        """The target of image ``index`` (boxes clipped to the image, masks when the file has segmentations)."""
+    def target(self, index: int, masks: bool = True) -> dict:
+        """The target of image ``index`` (boxes clipped to the image; with ``masks``, masks when the file has
+        segmentations)."""
         image = self.images[index]
         width, height = image["width"], image["height"]
         objects = [a for a in self.objects[image["id"]] if not a.get("iscrowd", 0)]
@@ -179,10 +185,10 @@ class CocoAnnotations:
         boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
         target = {"boxes": boxes, "labels": torch.tensor([int(a["category_id"]) for a in objects], dtype=torch.int64),
                   "image_id": int(image["id"])}
-        if self.has_masks:
-            masks = [_polygons_mask(a["segmentation"], height, width) if isinstance(a["segmentation"], list)
+        if masks and self.has_masks:
+            drawn = [_polygons_mask(a["segmentation"], height, width) if isinstance(a["segmentation"], list)
                      else _rle_mask(a["segmentation"], height, width) for a in objects]
-            target["masks"] = torch.from_numpy(np.stack(masks) if masks else np.zeros((0, height, width), np.uint8))
+            target["masks"] = torch.from_numpy(np.stack(drawn) if drawn else np.zeros((0, height, width), np.uint8))
         return target
 
     def drop_images_without_objects(self) -> None:
@@ -208,36 +214,32 @@ class CocoDetection(_Flipping):
         image = self.annotations.images[index]
         with open_image(self.annotations.image_dir / image["file_name"]) as file:  # a regular file only
             pixels = WholeImage()(file)
-        return pixels, self.annotations.target(index)
+        return pixels, self.annotations.target(index, masks=self.masks)
 
 
-class LabelledImages(Dataset):
+class LabelledImages(LabelledSamples):
     """The first ``count`` images of a detection set for ``predict``: ``(image, "split[i] (true: names)")``."""
 
-    def __init__(self, dataset: Dataset, count: int, split: str, class_names: list[str]):
-        self.dataset, self.count, self.split, self.class_names = dataset, min(count, len(dataset)), split, class_names
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
-        image, target = self.dataset[index]
-        names = ", ".join(self.class_names[i - 1] for i in target["labels"].tolist())
-        return image, f"{self.split}[{index}] (true: {names or 'nothing'})"
+    def _truth(self, target: dict) -> str:
+        return ", ".join(self.class_names[i - 1] for i in target["labels"].tolist()) or "nothing"
 
 
 class DetectionDataModule(ClassificationDataModule):
     """Base of the detection data modules: list batches, classes 1..num_classes (0 is background)."""
 
     collate_fn = staticmethod(collate_detection)
-    predict_samples = 8
+    labelled_class = LabelledImages
+
+    def use_masks(self, masks: bool) -> None:
+        """Whether targets carry instance masks; the :class:`~attnzoo.detection.Detector` says so in its
+        ``setup`` (after this module's), before any sample is loaded."""
+        for dataset in (self.train_set, self.val_set, self.test_set):
+            if isinstance(dataset, _Flipping):
+                dataset.masks = masks
 
     def predict_files(self) -> Dataset | None:
         """The user's ``predict_path`` images at their own size (the detector resizes them)."""
         return ImageFiles(self.predict_path, WholeImage()) if self.predict_path else None
-
-    def _predict_set(self, val_set: Dataset, split: str) -> Dataset:
-        return self.predict_files() or LabelledImages(val_set, self.predict_samples, split, self._class_names)
 
 
 class WholeImage:

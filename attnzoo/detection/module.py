@@ -19,11 +19,19 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from attnzoo.detection.data import DetectionDataModule
 from attnzoo.errors import AttnzooError, unknown
 from attnzoo.extras import require
-from attnzoo.training.module import _picklable
-from attnzoo.training.param_groups import NO_WEIGHT_DECAY_CHOICES, NoWeightDecay, parameter_groups
-from attnzoo.training.schedules import scheduler_config
+from attnzoo.training.module import (
+    check_optimizer,
+    optimizers_config,
+    unsaved_factories,
+)
+from attnzoo.training.param_groups import (
+    NoWeightDecay,
+    check_no_weight_decay,
+    parameter_groups,
+)
 
 DETECTORS = ("faster_rcnn", "mask_rcnn", "retinanet", "fcos")
 # torchvision's one-stage detectors read P3-P7 (P6 and P7 from P5), the R-CNNs P2-P5 and a max-pooled P6.
@@ -135,12 +143,11 @@ class Detector(L.LightningModule):
         top_k: int = 10,
     ):
         super().__init__()
-        ignore = [name for name, value in (("optimizer", optimizer), ("lr_scheduler", lr_scheduler)) if not _picklable(value)]
-        self.save_hyperparameters(ignore=ignore)
+        self.save_hyperparameters(ignore=unsaved_factories(optimizer, lr_scheduler))
         if detector not in DETECTORS:
             raise unknown("detector", detector, DETECTORS, accepted=", ".join(DETECTORS))
-        if no_weight_decay not in NO_WEIGHT_DECAY_CHOICES:
-            raise AttnzooError(f"unknown no_weight_decay {no_weight_decay!r}. Accepted: {', '.join(NO_WEIGHT_DECAY_CHOICES)}.")
+        check_no_weight_decay(no_weight_decay)
+        check_optimizer(optimizer)
         if not num_classes or num_classes < 1:
             raise AttnzooError(f"num_classes must be at least 1 (object classes, without the background), got {num_classes}.")
         if min_size < 1 or max_size < min_size:
@@ -177,6 +184,12 @@ class Detector(L.LightningModule):
     def masks(self) -> bool:
         return self.detector_name == "mask_rcnn"
 
+    def setup(self, stage: str) -> None:
+        # Lightning sets the data module up first; its datasets build targets lazily, so none has masks yet.
+        data = self._trainer.datamodule if self._trainer is not None else None
+        if isinstance(data, DetectionDataModule):
+            data.use_masks(self.masks)
+
     def _metric(self):
         from importlib.util import find_spec
 
@@ -192,10 +205,7 @@ class Detector(L.LightningModule):
     def configure_optimizers(self):
         groups = parameter_groups(self.model, self.no_weight_decay)
         groups = [g for g in ({**g, "params": [p for p in g["params"] if p.requires_grad]} for g in groups) if g["params"]]
-        optimizer = (self.optimizer_factory or detection_sgd)(groups)
-        if self.lr_scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler_config(self.lr_scheduler_factory(optimizer), self.trainer)}
+        return optimizers_config(groups, self.optimizer_factory, self.lr_scheduler_factory, self.trainer, detection_sgd)
 
     # ---- steps ------------------------------------------------------------------------------------------------
 
@@ -209,8 +219,6 @@ class Detector(L.LightningModule):
     def training_step(self, batch, batch_idx):
         images, targets = batch
         targets = [{k: v for k, v in t.items() if k != "image_id"} for t in targets]
-        if not self.masks:
-            targets = [{k: v for k, v in t.items() if k != "masks"} for t in targets]
         self._check_masks(targets)
         losses = self.model(self._images(images), targets)
         loss = sum(losses.values())

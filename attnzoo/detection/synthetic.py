@@ -11,7 +11,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from attnzoo.data.synthetic import SHAPE_CLASSES, render_shapes
+from attnzoo.data.synthetic import (
+    SHAPE_CLASSES,
+    _gradient_background,
+    _strokes,
+    render_shapes,
+)
 from attnzoo.errors import AttnzooError
 
 MIN_IMAGE_SIZE = 48  # two cells of 24 px a side: the smallest shape tile the generator draws well
@@ -23,18 +28,8 @@ def _backgrounds(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
     """float32 [n, 3, size, size] in [0, 1]: colour, gradient and strokes, as the classification images have."""
     grid = ((np.arange(size, dtype=np.float32) + 0.5) / size * 2 - 1).astype(np.float32)
     yy, xx = grid[None, :, None], grid[None, None, :]
-    img = rng.uniform(0, 1, (n, 3, 1, 1)).astype(np.float32)
-    direction = rng.uniform(0, 2 * np.pi, (n, 1, 1))
-    ramp = (xx * np.cos(direction) + yy * np.sin(direction)).astype(np.float32)[:, None]
-    img = img + rng.uniform(-0.25, 0.25, (n, 3, 1, 1)).astype(np.float32) * ramp
-    for _ in range(3):
-        px, py = rng.uniform(-1, 1, (2, n, 1, 1))
-        angle = rng.uniform(0, np.pi, (n, 1, 1))
-        length, width = rng.uniform(0.2, 0.8, (n, 1, 1)), rng.uniform(0.01, 0.03, (n, 1, 1))
-        cos, sin = np.cos(angle), np.sin(angle)
-        dx, dy = xx - px, yy - py
-        mask = (np.abs(dx * cos + dy * sin) < length) & (np.abs(dy * cos - dx * sin) < width)
-        colour = rng.uniform(0, 1, (n, 3, 1, 1)).astype(np.float32)
+    img, _ = _gradient_background(rng, n, xx, yy)
+    for mask, colour in _strokes(rng, n, 3, xx, yy, width=(0.01, 0.03), float64=True):
         np.copyto(img, np.broadcast_to(colour, img.shape), where=mask[:, None])
     return img
 

@@ -35,7 +35,11 @@ from attnzoo.preprocessing import Preprocessing
 from attnzoo.registry import config_of, create_model
 from attnzoo.training.legacy import upgrade_checkpoint
 from attnzoo.training.mixing import MixupCutmix
-from attnzoo.training.param_groups import NO_WEIGHT_DECAY_CHOICES, NoWeightDecay, parameter_groups
+from attnzoo.training.param_groups import (
+    NoWeightDecay,
+    check_no_weight_decay,
+    parameter_groups,
+)
 from attnzoo.training.schedules import scheduler_config
 from attnzoo.weights.retrofit import load_backbone_weights
 
@@ -51,6 +55,37 @@ def _picklable(value) -> bool:
         return True
     except Exception:
         return False
+
+
+def unsaved_factories(optimizer, lr_scheduler) -> list[str]:
+    """The factory arguments that cannot go into the checkpoint's hyper-parameters (a lambda, a local function):
+    ``save_hyperparameters`` ignores them rather than fail."""
+    return [name for name, value in (("optimizer", optimizer), ("lr_scheduler", lr_scheduler)) if not _picklable(value)]
+
+
+def check_optimizer(optimizer: OptimizerCallable | None) -> None:
+    """The optimizer's own range checks (torch refuses lr < 0, momentum < 0, betas outside [0, 1) ...), run
+    now on one throw-away parameter rather than after the data is set up."""
+    if optimizer is None:
+        return
+    try:
+        optimizer([{"params": [nn.Parameter(torch.zeros(1))]}])
+    except (ValueError, TypeError) as err:
+        # jsonargparse hands a partial whose arguments hold the class; a plain function names itself.
+        cls = next((a for a in (getattr(optimizer, "func", None), *getattr(optimizer, "args", ()))
+                    if isinstance(a, type)), optimizer)
+        raise AttnzooError(f"--model.optimizer {getattr(cls, '__name__', 'callable')} refuses its init_args: {err} "
+                           "(accepted: lr, weight_decay, momentum and eps 0 or more, betas in [0, 1)).") from None
+
+
+def optimizers_config(groups: list[dict], optimizer: OptimizerCallable | None, lr_scheduler: LRSchedulerCallable | None,
+                      trainer, default: OptimizerCallable = paper_sgd):
+    """What ``configure_optimizers`` returns: the optimizer over ``groups`` (``default`` when none is given), and
+    its schedule stepped as :func:`attnzoo.training.schedules.scheduler_config` says."""
+    built = (optimizer or default)(groups)
+    if lr_scheduler is None:
+        return built
+    return {"optimizer": built, "lr_scheduler": scheduler_config(lr_scheduler(built), trainer)}
 
 
 class ImageClassifier(L.LightningModule):
@@ -113,10 +148,9 @@ class ImageClassifier(L.LightningModule):
             # save_hyperparameters reads the arguments from this frame, so the dict is what it records.
             preprocessing = preprocessing.to_dict()
         ignore = ["model"] if isinstance(model, nn.Module) else []
-        ignore += [name for name, value in (("optimizer", optimizer), ("lr_scheduler", lr_scheduler)) if not _picklable(value)]
-        self.save_hyperparameters(ignore=ignore)
+        self.save_hyperparameters(ignore=ignore + unsaved_factories(optimizer, lr_scheduler))
         self._check_options(no_weight_decay, label_smoothing, ema_decay, freeze_backbone_epochs, top_k, compile)
-        self._check_optimizer(optimizer)
+        check_optimizer(optimizer)
 
         self.model = self._build_model(model, num_classes, model_args or {})
         self.num_classes = int(self.model.num_classes) if hasattr(self.model, "num_classes") else int(num_classes or 0)
@@ -165,10 +199,7 @@ class ImageClassifier(L.LightningModule):
 
     @staticmethod
     def _check_options(no_weight_decay, label_smoothing, ema_decay, freeze_backbone_epochs, top_k, compile) -> None:
-        if no_weight_decay not in NO_WEIGHT_DECAY_CHOICES:
-            raise AttnzooError(
-                f"unknown no_weight_decay {no_weight_decay!r}. Accepted: {', '.join(NO_WEIGHT_DECAY_CHOICES)}."
-            )
+        check_no_weight_decay(no_weight_decay)
         if not 0 <= label_smoothing < 1:
             raise AttnzooError(f"label_smoothing must be in [0, 1), got {label_smoothing}.")
         if ema_decay is not None and not 0 < ema_decay < 1:
@@ -177,21 +208,6 @@ class ImageClassifier(L.LightningModule):
             raise AttnzooError(f"freeze_backbone_epochs must be >= 0 and top_k >= 1, got {freeze_backbone_epochs}, {top_k}.")
         if compile not in (True, False, *COMPILE_MODES):
             raise AttnzooError(f"unknown compile mode {compile!r}. Accepted: false, true, {', '.join(COMPILE_MODES)}.")
-
-    @staticmethod
-    def _check_optimizer(optimizer: OptimizerCallable | None) -> None:
-        """The optimizer's own range checks (torch refuses lr < 0, momentum < 0, betas outside [0, 1) ...), run
-        now on one throw-away parameter rather than after the data is set up."""
-        if optimizer is None:
-            return
-        try:
-            optimizer([{"params": [nn.Parameter(torch.zeros(1))]}])
-        except (ValueError, TypeError) as err:
-            # jsonargparse hands a partial whose arguments hold the class; a plain function names itself.
-            cls = next((a for a in (getattr(optimizer, "func", None), *getattr(optimizer, "args", ()))
-                        if isinstance(a, type)), optimizer)
-            raise AttnzooError(f"--model.optimizer {getattr(cls, '__name__', 'callable')} refuses its init_args: {err} "
-                               "(accepted: lr, weight_decay, momentum and eps 0 or more, betas in [0, 1)).") from None
 
     @staticmethod
     def _build_model(model: str | nn.Module, num_classes: int | None, model_args: dict) -> nn.Module:
@@ -227,10 +243,7 @@ class ImageClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         groups = parameter_groups(self.model, self.no_weight_decay)
-        optimizer = (self.optimizer_factory or paper_sgd)(groups)
-        if self.lr_scheduler_factory is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler_config(self.lr_scheduler_factory(optimizer), self.trainer)}
+        return optimizers_config(groups, self.optimizer_factory, self.lr_scheduler_factory, self.trainer)
 
     def configure_callbacks(self) -> list[L.Callback]:
         """EMA and backbone freezing, when their options are set (they replace callbacks of the same type)."""

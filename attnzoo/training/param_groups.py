@@ -23,10 +23,15 @@ NO_WEIGHT_DECAY_CHOICES = get_args(NoWeightDecay)
 NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm, nn.RMSNorm)
 
 
-def no_weight_decay_parameters(model: nn.Module, mode: str) -> set[int]:
-    """ids of the parameters of ``model`` that must not be decayed under ``mode``."""
+def check_no_weight_decay(mode: str) -> None:
+    """Refuse an unknown ``no_weight_decay`` in one line (the modules check it when built, before any data)."""
     if mode not in NO_WEIGHT_DECAY_CHOICES:
         raise AttnzooError(f"unknown no_weight_decay {mode!r}. Accepted: {', '.join(NO_WEIGHT_DECAY_CHOICES)}.")
+
+
+def no_weight_decay_parameters(model: nn.Module, mode: str) -> set[int]:
+    """ids of the parameters of ``model`` that must not be decayed under ``mode``."""
+    check_no_weight_decay(mode)
     excluded: set[int] = set()
     for module in model.modules():
         if mode == "gct_beta" and isinstance(module, GCT):
