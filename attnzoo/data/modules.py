@@ -10,23 +10,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 
 from attnzoo.data.base import ClassificationDataModule
-from attnzoo.data.cifar import (
-    ARCHIVES,
-    CIFAR_MEAN,
-    CIFAR_STD,
-    CifarDataset,
-    prepare_cifar,
-)
+from attnzoo.data.cifar import ARCHIVES, CIFAR_MEAN, CIFAR_STD, CifarDataset, prepare_cifar
 from attnzoo.data.image_folder import ImageFolder, find_classes, walk_images
 from attnzoo.data.synthetic import MIN_SIZE, SHAPE_CLASSES, ShapesDataset
 from attnzoo.data.transforms import eval_transform, train_transform
 from attnzoo.errors import AttnzooError, listing
-from attnzoo.preprocessing import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Preprocessing,
-    check_image_side,
-)
+from attnzoo.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing, check_image_side
 
 
 def _check_fits_memory(nbytes: int, what: str) -> None:

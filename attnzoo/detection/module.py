@@ -22,16 +22,8 @@ from torch import nn
 from attnzoo.detection.data import DetectionDataModule
 from attnzoo.errors import AttnzooError, unknown
 from attnzoo.extras import require
-from attnzoo.training.module import (
-    check_optimizer,
-    optimizers_config,
-    unsaved_factories,
-)
-from attnzoo.training.param_groups import (
-    NoWeightDecay,
-    check_no_weight_decay,
-    parameter_groups,
-)
+from attnzoo.training.module import check_optimizer, optimizers_config, unsaved_factories
+from attnzoo.training.param_groups import NoWeightDecay, check_no_weight_decay, parameter_groups
 
 DETECTORS = ("faster_rcnn", "mask_rcnn", "retinanet", "fcos")
 # torchvision's one-stage detectors read P3-P7 (P6 and P7 from P5), the R-CNNs P2-P5 and a max-pooled P6.

@@ -11,12 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from attnzoo.data.synthetic import (
-    SHAPE_CLASSES,
-    _gradient_background,
-    _strokes,
-    render_shapes,
-)
+from attnzoo.data.synthetic import SHAPE_CLASSES, _gradient_background, _strokes, render_shapes
 from attnzoo.errors import AttnzooError
 
 MIN_IMAGE_SIZE = 48  # two cells of 24 px a side: the smallest shape tile the generator draws well

@@ -35,11 +35,7 @@ from attnzoo.preprocessing import Preprocessing
 from attnzoo.registry import config_of, create_model
 from attnzoo.training.legacy import upgrade_checkpoint
 from attnzoo.training.mixing import MixupCutmix
-from attnzoo.training.param_groups import (
-    NoWeightDecay,
-    check_no_weight_decay,
-    parameter_groups,
-)
+from attnzoo.training.param_groups import NoWeightDecay, check_no_weight_decay, parameter_groups
 from attnzoo.training.schedules import scheduler_config
 from attnzoo.weights.retrofit import load_backbone_weights
 
