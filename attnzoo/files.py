@@ -67,10 +67,15 @@ def describe_os_error(err: OSError, path=None) -> str:
     """"'PATH': the cause (ENOSPC)" for an operating system error, in words a user can act on ("a write
     failed: ..." when the error names no path)."""
     path = path if path is not None else err.filename
+    where = f"{str(path)!r}" if path is not None else "a write failed"
+    return f"{where}: {os_error_reason(err)}"
+
+
+def os_error_reason(err: OSError) -> str:
+    """The cause of an operating system error in words, with its code: "the file system is read-only (EROFS)"."""
     code = errno.errorcode.get(err.errno or 0)
     reason = _REASONS.get(err.errno, (err.strerror or str(err) or type(err).__name__).rstrip(".").lower())
-    where = f"{str(path)!r}" if path is not None else "a write failed"
-    return f"{where}: {reason}" + (f" ({code})" if code else "")
+    return reason + (f" ({code})" if code else "")
 
 
 def os_error_within(err: BaseException | None) -> OSError | None:
@@ -290,7 +295,7 @@ def check_writable(path: str | os.PathLike, option: str, folder: bool = False) -
             with contextlib.suppress(OSError):
                 probe.unlink()
     except OSError as err:
-        cause = describe_os_error(err, existing).split(": ", 1)[1]
+        cause = os_error_reason(err)
         if err.errno == errno.ENOENT:  # the folder exists, yet no file can be made in it: /proc, /sys
             cause = "no file can be created in this folder (ENOENT)"
         raise CannotWrite(f"cannot write {option} {str(target)!r}: {cause} at {str(existing)!r}; nothing was "

@@ -32,10 +32,10 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_nothing(tmp_path):
 
 
 def test_only_dead_or_abandoned_writers_lose_their_temporary_files(tmp_path):
-    from attnzoo.training.checkpointing import _partial_name
+    from attnzoo.files import partial_path
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    mine = _partial_name(tmp_path / "last.ckpt").name  # .last.ckpt.writer-<pid>-<host>.partial
+    mine = partial_path(tmp_path / "last.ckpt").name  # .last.ckpt.writer-<pid>-<host>.partial
     assert mine.startswith(f".last.ckpt.writer-{os.getpid()}-") and mine.endswith(".partial")
     files = {
         "dead": tmp_path / mine.replace(f"-{os.getpid()}-", f"-{dead.stdout.strip()}-"),

@@ -29,7 +29,6 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from attnzoo.errors import AttnzooError
-from attnzoo.files import partial_path as _partial_name  # noqa: F401 - the checkpoints' temporary name
 from attnzoo.files import remove_stale as remove_stale_partials
 from attnzoo.files import removed_leftover
 from attnzoo.files import write_atomically
