@@ -41,6 +41,7 @@ from attnzoo.errors import AttnzooError, suggest, usage_error
 from attnzoo.files import check_writable
 from attnzoo.preprocessing import Preprocessing
 from attnzoo.training import checkpoint_policy as policy
+from attnzoo.training.advertisements import hide_advertisements
 from attnzoo.training.callbacks import PredictionWriter
 from attnzoo.training.checkpointing import AtomicCheckpointIO, LastCheckpoint, RandomState, read_checkpoint
 from attnzoo.training.legacy import upgrade_checkpoint
@@ -278,6 +279,7 @@ def default_logger(root: str):
 
 def make_cli(args: list[str] | None, run: bool = True) -> AttnzooCLI:
     """The CLI object; with ``run=False`` it parses ``args`` (no subcommand) and instantiates without running."""
+    hide_advertisements()  # before the Trainer is built: it prints the first of them
     return AttnzooCLI(
         L.LightningModule,
         ClassificationDataModule,
