@@ -41,20 +41,25 @@ def _expanded_size(root) -> int:
     return sizes[id(root)]
 
 
-def load_yaml(text: str, where: str):
+def load_yaml(text: str | bytes, where: str):
     """``yaml.safe_load(text)``, refused with one line naming ``where`` when it stands for more than MAX_VALUES
-    values or nests deeper than MAX_DEPTH."""
+    values or nests deeper than MAX_DEPTH. The text is parsed once: the bounds are checked on the composed node
+    graph, and only a graph within them is turned into Python values."""
     import yaml
 
+    loader = yaml.SafeLoader(text)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        size = _expanded_size(root) if root is not None else 0
-    except RecursionError:
-        raise AttnzooError(f"{where} nests deeper than {MAX_DEPTH} levels: it is not an attnzoo config.") from None
-    if size > MAX_VALUES:
-        raise AttnzooError(f"{where} stands for more than {MAX_VALUES:,} values once its YAML aliases (&name, *name) "
-                           "are expanded: refused (an alias bomb, or not a config).")
-    return yaml.safe_load(text)
+        try:
+            root = loader.get_single_node()
+            size = _expanded_size(root) if root is not None else 0
+        except RecursionError:
+            raise AttnzooError(f"{where} nests deeper than {MAX_DEPTH} levels: it is not an attnzoo config.") from None
+        if size > MAX_VALUES:
+            raise AttnzooError(f"{where} stands for more than {MAX_VALUES:,} values once its YAML aliases (&name, "
+                               "*name) are expanded: refused (an alias bomb, or not a config).")
+        return loader.construct_document(root) if root is not None else None
+    finally:
+        loader.dispose()
 
 
 def option_values(argv: list[str], flags: tuple[str, ...]) -> Iterator[str]:

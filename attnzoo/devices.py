@@ -11,6 +11,12 @@ from attnzoo.errors import AttnzooError
 ACCEPTED = "cpu, cuda, cuda:N, mps or auto"
 
 
+def cuda_count() -> int:
+    """How many CUDA devices this torch can use (0 without CUDA): one count, so that ``--device`` and the training
+    preflight never disagree about the machine."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def resolve_device(device: str | torch.device | None, option: str = "--device") -> str:
     """``device`` as torch names it; ``None`` and ``auto`` pick cuda when torch sees one, else cpu. A device this
     machine does not have (cuda without CUDA, cuda:3 on a two-GPU machine) is refused by name."""
@@ -22,7 +28,7 @@ def resolve_device(device: str | torch.device | None, option: str = "--device") 
     except (RuntimeError, TypeError, ValueError):
         raise AttnzooError(f"{option} {text!r} is not a device. Accepted: {ACCEPTED}.") from None
     if parsed.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        count = cuda_count()
         if count == 0:
             raise AttnzooError(f"{option} {text!r}: this torch sees no CUDA device. Accepted here: cpu, auto.")
         if parsed.index is not None and parsed.index >= count:

@@ -187,9 +187,10 @@ def _short(value, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 4] + " ..."
 
 
-def _check_num_classes(num_classes) -> None:
+def check_num_classes(num_classes, option: str = "num_classes") -> None:
+    """One line naming ``option`` unless ``num_classes`` is a positive int (True and 5.0 are not)."""
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-        raise AttnzooError(f"num_classes must be a positive integer, got {num_classes!r}.")
+        raise AttnzooError(f"{option} must be a positive integer, got {num_classes!r}.")
 
 
 def _stage_options(value, option: str) -> dict[int, Mapping]:
@@ -244,7 +245,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         spec = get_spec(self.architecture)
         num_classes = self.num_classes
-        _check_num_classes(num_classes)
+        check_num_classes(num_classes)
         if not isinstance(self.model_args, Mapping):
             raise AttnzooError(f"model options must be a dict, got {self.model_args!r}.")
         args = _thaw(self.model_args)  # given as a dict, or frozen already (dataclasses.replace)
@@ -334,7 +335,7 @@ class ModelConfig:
         architecture, num_classes = values["architecture"], values["num_classes"]
         if not isinstance(architecture, str):
             raise AttnzooError(f"architecture must be a registered model name (a string), got {architecture!r}.")
-        _check_num_classes(num_classes)  # before the label count is compared with it
+        check_num_classes(num_classes)  # before the label count is compared with it
         model_args = values.get("model_args")
         if model_args is not None and not isinstance(model_args, Mapping):
             raise AttnzooError(f"model_args must be an object of create_model options (or null), got {model_args!r}.")

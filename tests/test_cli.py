@@ -150,6 +150,35 @@ def test_an_imagenet_recipe_says_everything_that_does_not_fit_the_machine_at_onc
         assert "64 data loader workers" in note
 
 
+def test_the_command_line_hides_lightnings_advertisements(tmp_path, monkeypatch):
+    # Lightning's "💡 Tip: try installing litlogger/litmodels" lines say nothing about the run; the CLI drops them
+    # (and only them) however attnzoo.training was imported before.
+    import logging
+
+    from attnzoo.training.cli import make_cli
+
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    monkeypatch.setattr(logger, "filters", [])  # as in a process that never built the CLI before
+    monkeypatch.setattr(sys, "argv", ["attnzoo"])
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    collect = Collect()
+    logger.addHandler(collect)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    try:
+        make_cli(["--config", str(QUICKSTART), *TINY, "--trainer.default_root_dir", str(tmp_path / "runs")], run=False)
+    finally:
+        logger.removeHandler(collect)
+    assert collect.lines and not [line for line in collect.lines if "Tip:" in line], collect.lines
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
 def test_every_config_parses_and_instantiates(config, tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["attnzoo"])  # parse only `args`

@@ -387,3 +387,11 @@ def test_release_and_model_must_agree(tmp_path, release, model, message):
     path = _save(tmp_path, _plain("r18"))
     with pytest.raises(AttnzooError, match=message):
         convert_command(str(path), source=release, model=model, out=str(tmp_path / "o"))
+
+
+def test_a_bad_num_classes_is_refused_before_the_file_is_read(tmp_path):
+    not_a_checkpoint = tmp_path / "gcnet.pth"
+    not_a_checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.raises(AttnzooError, match=r"^--num_classes must be a positive integer, got 0\.$"):
+        convert("gcnet", not_a_checkpoint, "gc_r50", tmp_path / "out", num_classes=0)
+    assert not (tmp_path / "out").exists()

@@ -6,7 +6,7 @@ them, with their help, through ``**settings``); the command adds only what it do
 
 from __future__ import annotations
 
-from attnzoo.bench.report import check_out_dir, table, write, write_numbers
+from attnzoo.bench.report import check_out_dir, table, write_numbers, write_plot
 from attnzoo.bench.runner import run
 from attnzoo.bench.settings import BenchSettings
 
@@ -28,14 +28,21 @@ def bench_command(out_dir: str | None = "bench-out", plot: bool = True, data_dir
     """
     bench_settings = BenchSettings(**settings)
     out = None if out_dir is None else check_out_dir(out_dir)  # before the benchmark, not after it
-    results = run(bench_settings, on_progress=None if out is None else lambda partial: write_numbers(partial, out))
+    paths: dict[str, str] = {}
+    results = run(bench_settings,
+                  on_progress=None if out is None else lambda partial: paths.update(write_numbers(partial, out)))
     if data_dir is not None:
         from attnzoo.bench.data_pipeline import throughput
 
         results["data_pipeline"] = throughput(data_dir, num_workers=data_workers)
     print(table(results))
     if out is not None:
-        paths = write(results, out, plot=plot)
+        # The last progress call wrote bench.json and bench.csv as run() returned them; only the data pipeline's
+        # numbers, measured after it, need them written again.
+        if data_dir is not None:
+            paths.update(write_numbers(results, out))
+        if plot:
+            paths.update(write_plot(results, out))
         print("wrote " + ", ".join(paths.values()))
 
 

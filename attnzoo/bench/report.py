@@ -8,7 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-from attnzoo.errors import AttnzooError
 from attnzoo.files import check_writable, write_atomically, write_text
 
 CSV_FIELDS = [
@@ -80,10 +79,7 @@ def table(results: dict) -> str:
 
 def check_out_dir(out_dir: str | os.PathLike) -> Path:
     """Refuse, before anything is measured, an ``out_dir`` that cannot take bench.json/csv/png."""
-    out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir():
-        raise AttnzooError(f"--out_dir {str(out)!r} is a file; give a folder for bench.json, bench.csv and bench.png.")
-    return check_writable(out, "--out_dir", folder=True)
+    return check_writable(out_dir, "--out_dir", folder=True)
 
 
 def write_numbers(results: dict, out_dir: str | os.PathLike) -> dict[str, str]:
@@ -112,15 +108,20 @@ def write(results: dict, out_dir: str | os.PathLike, plot: bool = True) -> dict[
     out = check_out_dir(out_dir)
     paths = write_numbers(results, out)
     if plot:
-        from attnzoo.extras import missing
-
-        if missing("viz", only=("matplotlib",)):
-            # The measurements are the point of the run; the picture is a convenience.
-            print("bench.png skipped: matplotlib is not installed (pip install 'attnzoo[viz]')", file=sys.stderr)
-        else:
-            from attnzoo.bench.plot import draw
-
-            figure = draw(results)
-            paths["png"] = str(write_atomically(out / "bench.png",
-                                                lambda partial: figure.savefig(partial, format="png")))
+        paths.update(write_plot(results, out))
     return paths
+
+
+def write_plot(results: dict, out_dir: str | os.PathLike) -> dict[str, str]:
+    """bench.png under ``out_dir`` ({"png": path}); {} with a one-line note on stderr without matplotlib."""
+    from attnzoo.extras import missing
+
+    if missing("viz", only=("matplotlib",)):
+        # The measurements are the point of the run; the picture is a convenience.
+        print("bench.png skipped: matplotlib is not installed (pip install 'attnzoo[viz]')", file=sys.stderr)
+        return {}
+    from attnzoo.bench.plot import draw
+
+    figure = draw(results)
+    return {"png": str(write_atomically(Path(out_dir) / "bench.png",
+                                        lambda partial: figure.savefig(partial, format="png")))}

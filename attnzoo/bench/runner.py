@@ -165,7 +165,6 @@ def run(settings: BenchSettings | None = None, /, *, log=print, on_progress=None
             result["complete"] = done + 1 == len(plan)
             if on_progress is not None:
                 on_progress(result)
-    result["complete"] = True
     return result
 
 

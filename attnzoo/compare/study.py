@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from attnzoo.config_files import load_yaml
 from attnzoo.errors import AttnzooError, suggest
 from attnzoo.files import write_atomically, write_text
 from attnzoo.registry import MODELS, get_spec
@@ -102,7 +103,7 @@ def read_recipe(path: str | os.PathLike) -> tuple[bytes, dict]:
         raise AttnzooError(f"--config {str(path)!r}: no such file; give a training recipe such as configs/quickstart.yaml.")
     data = path.read_bytes()
     try:
-        parsed = yaml.safe_load(data)
+        parsed = load_yaml(data, f"--config {str(path)!r}")
     except yaml.YAMLError as err:
         raise AttnzooError(f"--config {str(path)!r} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(parsed, dict):

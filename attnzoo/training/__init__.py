@@ -1,7 +1,6 @@
 """Training: the LightningModule, parameter groups, schedules, mixing, callbacks (EMA, freezing, trusted
 checkpoints), and the LightningCLI entry point."""
 
-from attnzoo.training.advertisements import hide_advertisements
 from attnzoo.training.checkpoint import load_checkpoint_model
 from attnzoo.training.checkpointing import AtomicCheckpointIO, LastCheckpoint, RandomState
 from attnzoo.training.ema import EMA
@@ -9,8 +8,6 @@ from attnzoo.training.freezing import BackboneFreeze
 from attnzoo.training.module import ImageClassifier
 from attnzoo.training.param_groups import parameter_groups
 from attnzoo.training.schedules import EpochSchedule, WarmupCosineLR, WarmupMultiStepLR, WarmupStepLR
-
-hide_advertisements()  # the Python path and the command line alike
 
 __all__ = [
     "AtomicCheckpointIO",

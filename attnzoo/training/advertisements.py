@@ -1,6 +1,7 @@
 """Lightning's "💡 Tip: try installing litlogger / litmodels" lines: advertisements for a hosted service, printed
-on every run, that say nothing about the run. Dropped wherever attnzoo trains, from the command line or from
-Python (``import attnzoo.training`` installs the filter); Lightning's other messages pass unchanged."""
+on every run, that say nothing about the run. The command line drops them (``attnzoo.training.cli.make_cli``
+installs the filter); importing attnzoo.training changes no logging, so a Python user's Lightning logs stay
+theirs (``hide_advertisements()`` drops them there too). Lightning's other messages pass unchanged."""
 
 from __future__ import annotations
 

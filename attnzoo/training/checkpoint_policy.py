@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from attnzoo.config_files import option_values
+from attnzoo.config_files import load_yaml, option_values
 from attnzoo.errors import AttnzooError
 
 TRUSTED_PACKAGES = ("attnzoo", "torch", "lightning")
@@ -39,11 +39,12 @@ def _model_section(config) -> Mapping:
     return model if isinstance(model, Mapping) else {}
 
 
-def _load_yaml_value(value: str):
+def _load_yaml_value(value: str, flag: str):
+    """What ``flag value`` holds (a YAML file or inline YAML), within load_yaml's bounds; None when unreadable."""
     path = Path(value)
     try:
         text = path.read_text() if path.is_file() else value
-        return yaml.safe_load(text)
+        return load_yaml(text, f"{flag} {value!r}")
     except (OSError, yaml.YAMLError):
         return None
 
@@ -59,10 +60,10 @@ def explicit_model_options(argv: list[str], subcommands: tuple[str, ...]) -> set
                 parts = parts[1:]
             explicit.add(parts[0])
     for value in option_values(argv, ("--model",)):
-        loaded = _load_yaml_value(value)
+        loaded = _load_yaml_value(value, "--model")
         explicit.update(_model_section({"model": loaded}))
     for value in option_values(argv, ("--config", "-c")):
-        loaded = _load_yaml_value(value)
+        loaded = _load_yaml_value(value, "--config")
         explicit.update(_model_section(loaded))
         for sub in subcommands:  # a top-level config with a section per subcommand
             if isinstance(loaded, Mapping):

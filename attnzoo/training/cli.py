@@ -36,12 +36,12 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from attnzoo.config_files import check_config_files
 from attnzoo.data.base import ClassificationDataModule
 from attnzoo.errors import AttnzooError, suggest, usage_error
 from attnzoo.files import check_writable
 from attnzoo.preprocessing import Preprocessing
 from attnzoo.training import checkpoint_policy as policy
+from attnzoo.training.advertisements import hide_advertisements
 from attnzoo.training.callbacks import PredictionWriter
 from attnzoo.training.checkpointing import AtomicCheckpointIO, LastCheckpoint, RandomState, read_checkpoint
 from attnzoo.training.legacy import upgrade_checkpoint
@@ -279,6 +279,7 @@ def default_logger(root: str):
 
 def make_cli(args: list[str] | None, run: bool = True) -> AttnzooCLI:
     """The CLI object; with ``run=False`` it parses ``args`` (no subcommand) and instantiates without running."""
+    hide_advertisements()  # before the Trainer is built: it prints the first of them
     return AttnzooCLI(
         L.LightningModule,
         ClassificationDataModule,
@@ -299,9 +300,8 @@ def run_lightning_cli(argv: list[str]) -> AttnzooCLI:
 
     A user mistake ends as :class:`AttnzooError` (one line from ``attnzoo.cli.main``): a bad option or config
     value, an unknown model, a missing data directory, a checkpoint that is not one. Nothing has been written
-    by then.
+    by then. The ``--config`` files were checked by ``attnzoo.cli.main`` before Lightning was imported.
     """
-    check_config_files(argv)
     # Lightning's own use of a torch API that torch has deprecated: nothing the user can act on.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
     # Parsing sys.argv itself (rather than a copy) keeps Lightning quiet; DDP re-launches sys.argv either way.

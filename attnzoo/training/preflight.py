@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
+from attnzoo.devices import cuda_count
 from attnzoo.errors import AttnzooError
 
 # Half precisions a CPU emulates: they run, usually slower than float32.
@@ -23,12 +24,6 @@ def _cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def _gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def _device_count(devices, available: int) -> int | None:
@@ -69,13 +64,11 @@ def _missing_device(accelerator) -> str | None:
 
 def problems(subcommand: str, config) -> tuple[list[str], list[str]]:
     """(errors, slow) for ``config`` (one subcommand's parsed LightningCLI namespace) on this machine."""
-    import torch
-
     errors: list[str] = []
     slow: list[str] = []
     trainer = config.trainer
     accelerator = trainer.get("accelerator")
-    gpus = _gpus()
+    gpus = cuda_count()
     wants_gpu = accelerator in ("gpu", "cuda")
     missing = _missing_device(accelerator)
     if missing:

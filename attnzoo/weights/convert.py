@@ -236,8 +236,10 @@ def convert_state_dict(release: str, state_dict: dict[str, torch.Tensor], model_
     ``num_classes`` is the classifier's size for a release without one (``gcnet``; default 1000); a release
     with a classifier keeps the file's.
     """
-    from attnzoo.registry import create_model, get_spec
+    from attnzoo.registry import check_num_classes, create_model, get_spec
 
+    if num_classes is not None:  # before anything else: a message below suggests `num_classes=` with the value
+        check_num_classes(num_classes, "--num_classes")
     if release not in RELEASES:
         raise unknown("official release", release, RELEASES)
     rel = RELEASES[release]
@@ -262,9 +264,6 @@ def convert_state_dict(release: str, state_dict: dict[str, torch.Tensor], model_
         if new in mapped:
             raise AttnzooError(f"{source}: keys map to {new!r} twice; is it a {rel.description} checkpoint?")
         mapped[new] = value
-    # Checked before anything else: a message below suggests `num_classes=` with the value given.
-    if num_classes is not None and (not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1):
-        raise AttnzooError(f"--num_classes must be a positive integer, got {num_classes!r}.")
     head = "classifier.1" if spec.backbone == "mobilenetv2" else "fc"
     notes: list[str] = []
     if rel.has_classifier:
@@ -311,8 +310,11 @@ def convert(release: str, file: str | Path, model_name: str, out: str | Path, ov
             echo: Callable[[str], None] = print, num_classes: int | None = None) -> Path:
     """Convert an official checkpoint file into attnzoo weights in ``out``."""
     from attnzoo.files import check_writable
+    from attnzoo.registry import check_num_classes
     from attnzoo.weights.api import save_pretrained
 
+    if num_classes is not None:  # before the file is read, not after
+        check_num_classes(num_classes, "--num_classes")
     check_writable(out, "--out", folder=True)  # before the conversion, not after it
     file = Path(file)
     model, notes = convert_state_dict(release, read_state_dict_file(file), model_name, source=repr(str(file)),
