@@ -24,7 +24,6 @@ from attnzoo.bench.settings import BenchSettings
 from attnzoo.bench.timing import Contestant, interleave, summary, warm_up
 from attnzoo.bench.workload import EAGER, Setting, applies, make_workload
 from attnzoo.devices import resolve_device
-from attnzoo.errors import AttnzooError
 
 
 @contextlib.contextmanager
